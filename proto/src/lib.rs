@@ -1,0 +1,28 @@
+//! berth-proto: the language every berth component speaks.
+//!
+//! - [`resource`]: the kinds berth serves, Kubernetes' own types from k8s-openapi.
+//! - [`manifest`]: YAML manifests to objects, with errors that name file, line and field.
+//! - [`validation`]: the semantic checks every object passes before it is stored.
+//! - [`selector`]: label selectors, parsed and matched.
+//! - [`pb`]: the gRPC API (generated from `proto/berth.proto`).
+//! - [`transport`]: the one place gRPC servers and channels are built.
+
+pub mod manifest;
+pub mod quantity;
+pub mod resource;
+pub mod selector;
+pub mod transport;
+pub mod validation;
+
+/// Kubernetes' types, re-exported so that every crate uses the same pinned version.
+pub use k8s_openapi;
+pub use resource::{Kind, ObjectKey, Resource, DEFAULT_NAMESPACE};
+
+/// Generated gRPC messages and services.
+#[allow(clippy::all)]
+pub mod pb {
+    tonic::include_proto!("berth.v1");
+}
+
+/// berth's version, as `berth version` and the Cluster RPC report it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

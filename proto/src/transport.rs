@@ -1,0 +1,71 @@
+//! The one place where gRPC servers and client channels are built. Every connection between
+//! berth components goes through here, so that mutual TLS is a change in this file only.
+
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint, Server};
+
+/// Where a listener binds when not told otherwise: loopback only.
+pub const DEFAULT_API_ADDR: &str = "127.0.0.1:7443";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("{addr:?} is not a valid server address: {source}")]
+    InvalidAddress {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+    #[error("cannot reach the berth server at {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+}
+
+/// A server builder with berth's settings.
+pub fn server() -> Server {
+    Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+}
+
+fn endpoint(addr: &str) -> Result<Endpoint, TransportError> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(uri)
+        .map_err(|source| TransportError::InvalidAddress {
+            addr: addr.to_string(),
+            source,
+        })?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5)))
+}
+
+/// A channel to `addr` (`host:port` or a URL), connected now: an unreachable server is
+/// reported here, in one line.
+pub async fn connect(addr: &str) -> Result<Channel, TransportError> {
+    endpoint(addr)?
+        .connect()
+        .await
+        .map_err(|e| TransportError::Unreachable {
+            addr: addr.to_string(),
+            reason: root_cause(&e),
+        })
+}
+
+/// A channel to `addr` that connects on first use (for peers that may not be up yet).
+pub fn connect_lazy(addr: &str) -> Result<Channel, TransportError> {
+    Ok(endpoint(addr)?.connect_lazy())
+}
+
+/// The innermost cause of an error: "Connection refused (os error 111)", not a chain of
+/// "transport error: ...".
+pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
