@@ -1,1 +1,68 @@
-fn main() {}
+//! `berth`: the one binary users install. It parses flags and calls into the crates that do
+//! the work; each command lives in its own file under `commands/`.
+
+mod client;
+mod commands;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "A container orchestrator you can understand: one binary, kubectl-style commands")]
+struct Cli {
+    /// Control-plane address (host:port). Default: $BERTH_SERVER, then the config file that
+    /// `berth server --init` writes.
+    #[arg(long, global = true, env = "BERTH_SERVER")]
+    server: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a control-plane member.
+    Server(commands::server::Args),
+    /// Create or update objects from manifests (files, directories, or - for stdin).
+    Apply(commands::apply::Args),
+    /// List objects in a table, or print them as yaml, json or names.
+    Get(commands::get::Args),
+    /// Show details of objects.
+    Describe(commands::describe::Args),
+    /// Delete objects by name or by the manifests that made them.
+    Delete(commands::delete::Args),
+    /// Print client and server versions.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = if matches!(cli.command, Command::Server(_)) { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_log.into()),
+        )
+        .init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let server = cli.server;
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => commands::server::run(args).await,
+            Command::Apply(args) => commands::apply::run(server, args).await,
+            Command::Get(args) => commands::get::run(server, args).await,
+            Command::Describe(args) => commands::describe::run(server, args).await,
+            Command::Delete(args) => commands::delete::run(server, args).await,
+            Command::Version => commands::version::run(server).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,21 @@
+//! berth-control-plane: the replicated store of desired state and the API in front of it.
+//!
+//! ```text
+//!  berth CLI ──gRPC──▶ api::ApiService ──client_write──▶ openraft ──▶ raft::LogStore (redb)
+//!                          │   ▲                              │
+//!                          │   └── watch::WatchHub ◀── raft::StateMachine ──▶ store (redb)
+//!                          └──────────── reads ─────────────────────────────▶ store
+//! ```
+//!
+//! - [`store`]: objects, revisions and watch history in redb; the pure rules of apply/delete.
+//! - [`raft`]: openraft's log, state machine, and network over tonic.
+//! - [`api`]: the gRPC API server.
+//! - [`member`]: one control-plane member: opens its data dir, starts Raft, serves gRPC.
 
+pub mod api;
+pub mod member;
+pub mod raft;
+pub mod store;
+
+
+pub use member::{Member, MemberConfig, MemberError};

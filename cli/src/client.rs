@@ -1,0 +1,107 @@
+//! Finding the cluster and talking to it: `--server`, then `BERTH_SERVER` (both through clap),
+//! then the config file `berth server --init` writes.
+
+use anyhow::{bail, Context, Result};
+use berth_proto::pb::api_client::ApiClient;
+use berth_proto::{Kind, ObjectKey, Resource};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use tonic::transport::Channel;
+
+/// The client config file: where the cluster is.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClientConfig {
+    pub server: String,
+}
+
+/// `$XDG_CONFIG_HOME/berth/config.yaml`, or `~/.config/berth/config.yaml`.
+pub fn config_path() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".config"));
+    base.join("berth").join("config.yaml")
+}
+
+/// `$XDG_DATA_HOME/berth`, or `~/.local/share/berth`.
+pub fn data_home() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".local").join("share"))
+        .join("berth")
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+pub fn write_config(config: &ClientConfig) -> Result<PathBuf> {
+    let path = config_path();
+    std::fs::create_dir_all(path.parent().expect("config path has a parent"))
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::fs::write(&path, serde_yaml::to_string(config)?).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+fn server_address(flag: Option<String>) -> Result<String> {
+    if let Some(server) = flag.filter(|s| !s.is_empty()) {
+        return Ok(server);
+    }
+    let path = config_path();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let config: ClientConfig =
+                serde_yaml::from_str(&text).with_context(|| format!("reading the client config {}", path.display()))?;
+            Ok(config.server)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no server given: pass --server ADDR, set BERTH_SERVER, or start one with `berth server --init` (which writes {})",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("reading the client config {}", path.display())),
+    }
+}
+
+/// A connected API client; an unreachable server is one clear line.
+pub async fn connect(flag: Option<String>) -> Result<ApiClient<Channel>> {
+    let addr = server_address(flag)?;
+    let channel = berth_proto::transport::connect(&addr).await?;
+    Ok(ApiClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+/// A server error as one line, like kubectl's "Error from server (NotFound): ...".
+pub fn server_error(status: tonic::Status) -> anyhow::Error {
+    let reason = match status.code() {
+        tonic::Code::NotFound => "NotFound",
+        tonic::Code::Aborted => "Conflict",
+        tonic::Code::InvalidArgument => "Invalid",
+        tonic::Code::OutOfRange => "Expired",
+        tonic::Code::Unavailable => "ServiceUnavailable",
+        tonic::Code::DeadlineExceeded => "Timeout",
+        _ => "InternalError",
+    };
+    anyhow::anyhow!("Error from server ({reason}): {}", status.message())
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Resource> {
+    Resource::from_json(bytes).context("the server sent an object this client cannot read")
+}
+
+/// The kinds a comma-separated argument names (`deploy,svc`).
+pub fn parse_kinds(arg: &str) -> Result<Vec<Kind>> {
+    arg.split(',').filter(|s| !s.is_empty()).map(|s| Ok(s.parse::<Kind>()?)).collect()
+}
+
+pub fn object_ref(key: &ObjectKey) -> berth_proto::pb::ObjectRef {
+    berth_proto::pb::ObjectRef {
+        kind: key.kind.as_str().to_string(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+    }
+}
+
+/// `deployment.apps/web`, as kubectl names an object in its messages.
+pub fn display_name(key: &ObjectKey) -> String {
+    format!("{}/{}", key.kind.qualified_name(), key.name)
+}

@@ -1,0 +1,57 @@
+//! `berth server`: run a control-plane member.
+
+use crate::client::{self, ClientConfig};
+use anyhow::{Context, Result};
+use berth_control_plane::{Member, MemberConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where this member keeps its Raft log and state. Default: $XDG_DATA_HOME/berth/server.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to serve the API and Raft on. Default: 127.0.0.1:7443 (loopback only), or on
+    /// restart the address used before.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Bootstrap a new one-member cluster in an empty data directory and write the client
+    /// config.
+    #[arg(long)]
+    init: bool,
+    /// Snapshot and compact the Raft log after this many entries.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_threshold: u64,
+    /// Revisions of change history kept, so that watches can resume.
+    #[arg(long, default_value_t = 10_000)]
+    watch_history: u64,
+}
+
+pub async fn run(args: Args) -> Result<ExitCode> {
+    let data_dir = args.data_dir.unwrap_or_else(|| client::data_home().join("server"));
+    let mut config = MemberConfig::new(&data_dir);
+    config.listen = args.listen;
+    config.init = args.init;
+    config.snapshot_threshold = args.snapshot_threshold;
+    config.watch_history = args.watch_history;
+    let mut member = Member::start(config).await?;
+    if args.init {
+        let path = client::write_config(&ClientConfig { server: member.addr.to_string() })?;
+        tracing::info!("client config written to {}", path.display());
+    }
+    // The first line of output says where to reach the cluster (scripts read it).
+    println!("api: {}", member.addr);
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+        _ = terminate.recv() => tracing::info!("terminated; shutting down"),
+        result = member.serving() => {
+            result.map_err(|e| anyhow::anyhow!("the API server stopped: {e}"))?;
+        }
+    }
+    member.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,217 @@
+//! The gRPC API every control-plane member serves: apply, get, list, delete, watch.
+//!
+//! Writes are validated here, turned into a [`Command`] (uid and timestamp chosen here, so the
+//! command is deterministic) and proposed through Raft; reads are linearizable unless the
+//! client accepts stale data, and are served from the local store.
+
+mod errors;
+mod watch;
+
+use crate::raft::BerthRaft;
+use crate::store::{apply, Command, CommandResult, ObjectStore, Outcome, WatchHub};
+use berth_proto::pb::api_server::Api;
+use berth_proto::pb::{self, ApplyOutcome};
+use berth_proto::selector::Selector;
+use berth_proto::{Kind, ObjectKey, Resource, DEFAULT_NAMESPACE};
+use errors::{read_status, store_status, write_status};
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+
+pub struct ApiService {
+    raft: BerthRaft,
+    store: ObjectStore,
+    hub: WatchHub,
+}
+
+impl ApiService {
+    pub fn new(raft: BerthRaft, store: ObjectStore, hub: WatchHub) -> Self {
+        ApiService { raft, store, hub }
+    }
+
+    /// Proposes a command through Raft and waits until it is applied here.
+    pub async fn propose(&self, command: Command) -> Result<CommandResult, Status> {
+        let response = self.raft.client_write(command).await.map_err(write_status)?;
+        Ok(response.data)
+    }
+
+    async fn linearize(&self, stale_ok: bool) -> Result<(), Status> {
+        if !stale_ok {
+            self.raft.ensure_linearizable().await.map_err(read_status)?;
+        }
+        Ok(())
+    }
+
+    /// Runs a blocking store read off the runtime threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&ObjectStore) -> Result<T, crate::store::ReadError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || read(&store))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(errors::read_error_status)
+    }
+}
+
+/// The object a client sent, decoded, validated and defaulted.
+fn admit(bytes: &[u8]) -> Result<Resource, Status> {
+    let mut object = Resource::from_json(bytes).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let errors = berth_proto::validation::validate(&object);
+    if !errors.is_empty() {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        return Err(Status::invalid_argument(format!("{} is invalid:\n{}", object.key(), lines.join("\n"))));
+    }
+    let kind = object.kind();
+    let meta = object.metadata_mut();
+    if kind.namespaced() {
+        meta.namespace.get_or_insert_with(|| DEFAULT_NAMESPACE.to_string());
+    } else {
+        meta.namespace = None;
+    }
+    if let Resource::Secret(secret) = &mut object {
+        // Like Kubernetes: stringData is a write-only convenience, stored merged into data.
+        if let Some(strings) = secret.string_data.take() {
+            let data = secret.data.get_or_insert_with(Default::default);
+            for (key, value) in strings {
+                data.insert(key, berth_proto::k8s_openapi::ByteString(value.into_bytes()));
+            }
+        }
+    }
+    Ok(object)
+}
+
+fn parse_kind(kind: &str) -> Result<Kind, Status> {
+    Kind::from_alias(kind).ok_or_else(|| Status::invalid_argument(berth_proto::resource::UnknownKind(kind.into()).to_string()))
+}
+
+fn parse_key(object: Option<pb::ObjectRef>) -> Result<ObjectKey, Status> {
+    let object = object.ok_or_else(|| Status::invalid_argument("object reference is required"))?;
+    let kind = parse_kind(&object.kind)?;
+    let namespace = if object.namespace.is_empty() { DEFAULT_NAMESPACE.to_string() } else { object.namespace };
+    Ok(ObjectKey::new(kind, namespace, object.name))
+}
+
+fn parse_selector(selector: &str) -> Result<Selector, Status> {
+    Selector::parse(selector).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// Whether a stored object's labels match a selector (without decoding the whole object).
+fn labels_match(selector: &Selector, object: &Value) -> bool {
+    if selector.is_empty() {
+        return true;
+    }
+    let labels = object
+        .pointer("/metadata/labels")
+        .and_then(|l| serde_json::from_value::<std::collections::BTreeMap<String, String>>(l.clone()).ok());
+    selector.matches(labels.as_ref())
+}
+
+fn to_json(object: &Value) -> Vec<u8> {
+    serde_json::to_vec(object).expect("JSON values serialise")
+}
+
+#[tonic::async_trait]
+impl Api for ApiService {
+    async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
+        let request = request.into_inner();
+        let object = admit(&request.object)?;
+        let key = object.key();
+        let value = object.to_value();
+        let now = jiff::Timestamp::now().to_string();
+        let uid = uuid::Uuid::new_v4().to_string();
+        let span = tracing::info_span!("apply", object = %key.storage_key(), dry_run = request.dry_run);
+        let _guard = span.enter();
+
+        let (outcome, stored) = if request.dry_run {
+            self.linearize(false).await?;
+            let read_key = key.clone();
+            let (existing, revision) = self
+                .read(move |store| Ok((store.get(&read_key)?, store.revision()?)))
+                .await?;
+            let existing: Option<Value> = existing.map(|b| serde_json::from_slice(&b)).transpose().map_err(|e| Status::internal(e.to_string()))?;
+            let (outcome, object) = apply::decide_apply(&key, existing.as_ref(), value, &uid, &now, revision + 1)
+                .map_err(store_status)?;
+            (outcome, object.or(existing).unwrap_or_default())
+        } else {
+            match self.propose(Command::Apply { object: value, uid, now }).await? {
+                CommandResult::Applied { outcome, object } => (outcome, object),
+                CommandResult::Failed(error) => return Err(store_status(error)),
+                other => return Err(Status::internal(format!("unexpected apply result {other:?}"))),
+            }
+        };
+        tracing::debug!(outcome = outcome.as_str(), "applied");
+        let outcome = match outcome {
+            Outcome::Created => ApplyOutcome::Created,
+            Outcome::Configured => ApplyOutcome::Configured,
+            Outcome::Unchanged => ApplyOutcome::Unchanged,
+        };
+        Ok(Response::new(pb::ApplyResponse { outcome: outcome as i32, object: to_json(&stored), warnings: vec![] }))
+    }
+
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::ObjectResponse>, Status> {
+        let request = request.into_inner();
+        let key = parse_key(request.object)?;
+        self.linearize(request.stale_ok).await?;
+        let read_key = key.clone();
+        match self.read(move |store| store.get(&read_key)).await? {
+            Some(object) => Ok(Response::new(pb::ObjectResponse { object })),
+            None => Err(store_status(crate::store::StoreError::NotFound { key })),
+        }
+    }
+
+    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        let request = request.into_inner();
+        let kind = parse_kind(&request.kind)?;
+        let selector = parse_selector(&request.label_selector)?;
+        self.linearize(request.stale_ok).await?;
+        let namespace = Some(request.namespace).filter(|n| !n.is_empty());
+        let (objects, revision) = self.read(move |store| store.list(kind, namespace.as_deref())).await?;
+        let objects = if selector.is_empty() {
+            objects
+        } else {
+            objects
+                .into_iter()
+                .filter(|bytes| serde_json::from_slice(bytes).is_ok_and(|v: Value| labels_match(&selector, &v)))
+                .collect()
+        };
+        Ok(Response::new(pb::ListResponse { objects, revision }))
+    }
+
+    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::ObjectResponse>, Status> {
+        let request = request.into_inner();
+        let key = parse_key(request.object)?;
+        let resource_version = Some(request.resource_version).filter(|v| *v != 0);
+        match self.propose(Command::Delete { key, resource_version }).await? {
+            CommandResult::Deleted { object } => Ok(Response::new(pb::ObjectResponse { object: to_json(&object) })),
+            CommandResult::Failed(error) => Err(store_status(error)),
+            other => Err(Status::internal(format!("unexpected delete result {other:?}"))),
+        }
+    }
+
+    type WatchStream = watch::WatchStream;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let request = request.into_inner();
+        let filter = watch::Filter {
+            kind: parse_kind(&request.kind)?,
+            namespace: Some(request.namespace).filter(|n| !n.is_empty()),
+            selector: parse_selector(&request.label_selector)?,
+        };
+        let stream = watch::start(self.store.clone(), &self.hub, filter, request.from_revision).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn cluster(&self, _request: Request<pb::ClusterRequest>) -> Result<Response<pb::ClusterResponse>, Status> {
+        let revision = self.read(|store| store.revision()).await?;
+        let metrics = self.raft.metrics().borrow().clone();
+        Ok(Response::new(pb::ClusterResponse {
+            version: berth_proto::VERSION.to_string(),
+            member_id: metrics.id,
+            leader_id: metrics.current_leader.unwrap_or(0),
+            term: metrics.current_term,
+            revision,
+            last_applied: metrics.last_applied.map(|l| l.index).unwrap_or(0),
+        }))
+    }
+}

@@ -1,0 +1,235 @@
+//! One control-plane member: its data directory, its Raft node and its gRPC server.
+//!
+//! The data directory holds `member.json` (who this member is) and `berth.redb` (Raft log,
+//! vote, state machine, snapshot: one file, fsync'd on every log append).
+
+use crate::api::ApiService;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::NetworkFactory;
+use crate::raft::service::RaftService;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{BerthRaft, MemberId};
+use crate::store::{Command, ObjectStore, WatchHub};
+use berth_proto::pb::api_server::ApiServer;
+use berth_proto::pb::raft_server::RaftServer;
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    pub data_dir: PathBuf,
+    /// Where the API and Raft listen; `None` on restart means the address used before.
+    pub listen: Option<SocketAddr>,
+    /// Bootstrap a new one-member cluster in an empty data directory.
+    pub init: bool,
+    /// Build a snapshot (and compact the log) after this many applied entries.
+    pub snapshot_threshold: u64,
+    /// Revisions of change history kept for watches to resume from.
+    pub watch_history: u64,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: (u64, u64),
+}
+
+impl MemberConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        MemberConfig {
+            data_dir: data_dir.into(),
+            listen: None,
+            init: false,
+            snapshot_threshold: 10_000,
+            watch_history: 10_000,
+            heartbeat_interval_ms: 100,
+            election_timeout_ms: (300, 600),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    #[error("{path}: {message}")]
+    DataDir { path: PathBuf, message: String },
+    #[error("{0} already holds a member; start it without --init")]
+    AlreadyInitialized(PathBuf),
+    #[error("{0} holds no member: bootstrap a cluster there with --init")]
+    NotInitialized(PathBuf),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("opening the store {path}: {source}")]
+    Store { path: PathBuf, source: redb::Error },
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Who this member is, kept next to its store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Identity {
+    id: MemberId,
+    addr: SocketAddr,
+}
+
+const IDENTITY_FILE: &str = "member.json";
+const STORE_FILE: &str = "berth.redb";
+
+pub struct Member {
+    pub id: MemberId,
+    /// The address the API and Raft are served on.
+    pub addr: SocketAddr,
+    pub raft: BerthRaft,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+fn data_dir_error(path: &Path, error: impl std::fmt::Display) -> MemberError {
+    MemberError::DataDir { path: path.to_path_buf(), message: error.to_string() }
+}
+
+impl Member {
+    /// Opens (or with `init`, creates) the member in `config.data_dir` and serves it.
+    pub async fn start(config: MemberConfig) -> Result<Member, MemberError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| data_dir_error(dir, e))?;
+        let identity_path = dir.join(IDENTITY_FILE);
+        let existing: Option<Identity> = match std::fs::read(&identity_path) {
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| data_dir_error(&identity_path, e))?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(data_dir_error(&identity_path, e)),
+        };
+        match (&existing, config.init) {
+            (Some(_), true) => return Err(MemberError::AlreadyInitialized(dir.clone())),
+            (None, false) => return Err(MemberError::NotInitialized(dir.clone())),
+            _ => {}
+        }
+        let listen = config
+            .listen
+            .or(existing.as_ref().map(|i| i.addr))
+            .unwrap_or_else(|| berth_proto::transport::DEFAULT_API_ADDR.parse().expect("valid default"));
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.map_err(|source| MemberError::Listen { addr: listen, source })?;
+        let addr = listener.local_addr().map_err(|source| MemberError::Listen { addr: listen, source })?;
+        let id = existing.as_ref().map(|i| i.id).unwrap_or(1);
+
+        let store_path = dir.join(STORE_FILE);
+        let (raft, store, hub) = open_raft(id, &store_path, &config).await?;
+
+        let api = ApiService::new(raft.clone(), store, hub);
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tokio::spawn(
+            berth_proto::transport::server()
+                .add_service(ApiServer::new(api).max_decoding_message_size(16 << 20))
+                .add_service(RaftServer::new(RaftService::new(raft.clone())).max_decoding_message_size(256 << 20))
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = shutdown_rx.await;
+                }),
+        );
+        let member = Member { id, addr, raft, shutdown: Some(shutdown_tx), server };
+
+        if config.init {
+            let members = BTreeMap::from([(id, BasicNode { addr: addr.to_string() })]);
+            member.raft.initialize(members).await.map_err(|e| MemberError::Raft(e.to_string()))?;
+            member.wait_for_leader(Duration::from_secs(10)).await?;
+            // Like Kubernetes, a cluster starts with the namespace objects land in by default.
+            let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": berth_proto::DEFAULT_NAMESPACE}});
+            let command = Command::Apply {
+                object: namespace,
+                uid: uuid::Uuid::new_v4().to_string(),
+                now: jiff::Timestamp::now().to_string(),
+            };
+            member.raft.client_write(command).await.map_err(|e| MemberError::Raft(e.to_string()))?;
+            // Written last: a data dir with an identity is a bootstrapped member.
+            let identity = serde_json::to_vec_pretty(&Identity { id, addr }).expect("identity serialises");
+            write_durably(&identity_path, &identity).map_err(|e| data_dir_error(&identity_path, e))?;
+        } else if existing.as_ref().map(|i| i.addr) != Some(addr) {
+            let identity = serde_json::to_vec_pretty(&Identity { id, addr }).expect("identity serialises");
+            write_durably(&identity_path, &identity).map_err(|e| data_dir_error(&identity_path, e))?;
+        }
+        tracing::info!(member = id, %addr, "control-plane member serving");
+        Ok(member)
+    }
+
+    /// Waits until some member leads (this one, in a one-member cluster).
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<MemberId, MemberError> {
+        let metrics = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+            .await
+            .map_err(|e| MemberError::Raft(e.to_string()))?;
+        Ok(metrics.current_leader.expect("waited for it"))
+    }
+
+    /// Stops serving and shuts Raft down.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+        let _ = (&mut self.server).await;
+    }
+
+    /// Resolves when the gRPC server stops (it only stops on shutdown or a fatal error).
+    pub async fn serving(&mut self) -> Result<(), String> {
+        match (&mut self.server).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+async fn open_raft(
+    id: MemberId,
+    path: &Path,
+    config: &MemberConfig,
+) -> Result<(BerthRaft, ObjectStore, WatchHub), MemberError> {
+    let store_error = |source: redb::Error| MemberError::Store { path: path.to_path_buf(), source };
+    let db = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || redb::Database::create(path))
+            .await
+            .map_err(|e| MemberError::Raft(e.to_string()))?
+            .map_err(|e| store_error(e.into()))?
+    };
+    let db = Arc::new(db);
+    let store = ObjectStore::new(db.clone(), config.watch_history).map_err(store_error)?;
+    let hub = WatchHub::new(4096);
+    let log_store = LogStore::new(db.clone()).map_err(store_error)?;
+    let state_machine = StateMachine::new(db, store.clone(), hub.clone()).map_err(store_error)?;
+    let raft_config = openraft::Config {
+        cluster_name: "berth".into(),
+        heartbeat_interval: config.heartbeat_interval_ms,
+        election_timeout_min: config.election_timeout_ms.0,
+        election_timeout_max: config.election_timeout_ms.1,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| MemberError::Raft(e.to_string()))?;
+    let raft = BerthRaft::new(id, Arc::new(raft_config), NetworkFactory, log_store, state_machine)
+        .await
+        .map_err(|e| MemberError::Raft(e.to_string()))?;
+    Ok((raft, store, hub))
+}
+
+/// Writes a small file so that a crash leaves either the old or the new content.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! Consensus: openraft with its log and state machine in one redb file per member, and its
+//! RPCs over tonic.
+//!
+//! ```text
+//!   leader                                   follower
+//!   openraft ──network::Network──gRPC──▶ service::RaftService ──▶ openraft
+//!      │                                                              │
+//!   log_store::LogStore (redb, fsync)            state_machine::StateMachine ──▶ store tables
+//! ```
+
+pub mod log_store;
+pub mod network;
+pub mod service;
+pub mod state_machine;
+
+use crate::store::{Command, CommandResult};
+use std::io::Cursor;
+
+/// A member's id in the Raft cluster.
+pub type MemberId = u64;
+
+openraft::declare_raft_types!(
+    /// berth's Raft: log entries carry [`Command`]s, members are addressed by their gRPC address.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = MemberId,
+        Node = openraft::BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type BerthRaft = openraft::Raft<TypeConfig>;
+pub type StorageError = openraft::StorageError<MemberId>;
+pub type LogId = openraft::LogId<MemberId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+
+/// Runs blocking redb work off the async runtime's threads.
+pub(crate) async fn blocking<T, F>(work: F) -> Result<T, StorageError>
+where
+    F: FnOnce() -> Result<T, StorageError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| openraft::StorageIOError::write(&e).into())
+        .and_then(|r| r)
+}

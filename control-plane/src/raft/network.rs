@@ -1,0 +1,95 @@
+//! openraft's network, over tonic: each RPC's request and response are openraft's own types
+//! as JSON in a [`RaftMessage`]. The remote side answers `Result<response, RaftError>`.
+
+use super::{MemberId, TypeConfig};
+use berth_proto::pb::raft_client::RaftClient;
+use berth_proto::pb::RaftMessage;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+/// Makes a client per peer; channels connect lazily, so a peer that is down is only an
+/// `Unreachable` error on the RPCs that try it.
+#[derive(Clone, Default)]
+pub struct NetworkFactory;
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Network;
+
+    async fn new_client(&mut self, target: MemberId, node: &BasicNode) -> Network {
+        Network { target, client: berth_proto::transport::connect_lazy(&node.addr).ok().map(RaftClient::new) }
+    }
+}
+
+pub struct Network {
+    target: MemberId,
+    client: Option<RaftClient<Channel>>,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<MemberId, BasicNode, RaftError<MemberId, E>>>;
+
+impl Network {
+    async fn call<Req, Resp, E>(&mut self, method: Method, request: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let Some(client) = self.client.as_mut() else {
+            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other("invalid member address"))));
+        };
+        let data = serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut message = tonic::Request::new(RaftMessage { data });
+        message.set_timeout(option.hard_ttl());
+        let reply = match method {
+            Method::AppendEntries => client.append_entries(message).await,
+            Method::Vote => client.vote(message).await,
+            Method::InstallSnapshot => client.install_snapshot(message).await,
+        };
+        let reply = reply.map_err(|status| match status.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                RPCError::Unreachable(Unreachable::new(&status))
+            }
+            _ => RPCError::Network(NetworkError::new(&status)),
+        })?;
+        let result: Result<Resp, RaftError<MemberId, E>> =
+            serde_json::from_slice(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+impl RaftNetwork<TypeConfig> for Network {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<MemberId>> {
+        self.call(Method::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<MemberId>, InstallSnapshotError> {
+        self.call(Method::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<MemberId>, option: RPCOption) -> RpcResult<VoteResponse<MemberId>> {
+        self.call(Method::Vote, &rpc, &option).await
+    }
+}

@@ -1,0 +1,202 @@
+//! The Raft state machine: applies committed [`Command`]s to the object store, builds and
+//! installs snapshots.
+//!
+//! Applies commit without fsync: they are re-derivable from the log, whose appends do fsync
+//! (and redb persists every earlier commit with the next durable one). After a crash the
+//! state machine is at some earlier applied index, consistent with itself, and openraft
+//! re-applies the rest of the log.
+
+use super::{blocking, Entry, LogId, MemberId, StorageError, TypeConfig};
+use crate::store::{CommandResult, ObjectStore, StoreSnapshot, WatchHub};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{BasicNode, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership};
+use redb::{Database, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use std::sync::Arc;
+
+/// `last_applied` and `membership`, as JSON.
+const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("state_machine_meta");
+/// The current snapshot: `meta` and `data`.
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+
+type Membership = StoredMembership<MemberId, BasicNode>;
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    last_applied: Option<LogId>,
+    membership: Membership,
+    store: StoreSnapshot,
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    db: Arc<Database>,
+    store: ObjectStore,
+    hub: WatchHub,
+}
+
+fn sm_read(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::read_state_machine(openraft::AnyError::error(e)).into()
+}
+fn sm_write(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::write_state_machine(openraft::AnyError::error(e)).into()
+}
+fn snap_err(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::write_snapshot(None, openraft::AnyError::error(e)).into()
+}
+
+impl StateMachine {
+    pub fn new(db: Arc<Database>, store: ObjectStore, hub: WatchHub) -> Result<Self, redb::Error> {
+        let txn = db.begin_write()?;
+        txn.open_table(SM_META)?;
+        txn.open_table(SNAPSHOT)?;
+        txn.commit()?;
+        Ok(StateMachine { db, store, hub })
+    }
+
+    fn read_applied(txn: &redb::ReadTransaction) -> Result<(Option<LogId>, Membership), StorageError> {
+        let table = txn.open_table(SM_META).map_err(sm_read)?;
+        let last_applied = match table.get("last_applied").map_err(sm_read)? {
+            Some(v) => serde_json::from_slice(v.value()).map_err(sm_read)?,
+            None => None,
+        };
+        let membership = match table.get("membership").map_err(sm_read)? {
+            Some(v) => serde_json::from_slice(v.value()).map_err(sm_read)?,
+            None => Membership::default(),
+        };
+        Ok((last_applied, membership))
+    }
+}
+
+fn put_json<T: Serialize>(table: &mut redb::Table<&str, &[u8]>, key: &str, value: &T) -> Result<(), StorageError> {
+    let bytes = serde_json::to_vec(value).map_err(sm_write)?;
+    table.insert(key, bytes.as_slice()).map_err(sm_write)?;
+    Ok(())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let this = self.clone();
+        blocking(move || {
+            // One read transaction, so objects and applied index agree even while applies go on.
+            let txn = this.db.begin_read().map_err(sm_read)?;
+            let (last_applied, membership) = Self::read_applied(&txn)?;
+            let store = this.store.export(&txn).map_err(sm_read)?;
+            drop(txn);
+            let data = serde_json::to_vec(&SnapshotData { last_applied, membership: membership.clone(), store })
+                .map_err(snap_err)?;
+            let snapshot_id = match last_applied {
+                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, jiff::Timestamp::now().as_millisecond()),
+                None => format!("empty-{}", jiff::Timestamp::now().as_millisecond()),
+            };
+            let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+            let txn = this.db.begin_write().map_err(snap_err)?;
+            {
+                let mut table = txn.open_table(SNAPSHOT).map_err(snap_err)?;
+                put_json(&mut table, "meta", &meta)?;
+                table.insert("data", data.as_slice()).map_err(snap_err)?;
+            }
+            txn.commit().map_err(snap_err)?;
+            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        })
+        .await
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+        let db = self.db.clone();
+        blocking(move || Self::read_applied(&db.begin_read().map_err(sm_read)?)).await
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let this = self.clone();
+        let (results, events) = blocking(move || {
+            let mut txn = this.db.begin_write().map_err(sm_write)?;
+            txn.set_durability(redb::Durability::None).map_err(sm_write)?;
+            let mut results = Vec::with_capacity(entries.len());
+            let mut events = Vec::new();
+            {
+                let mut meta = txn.open_table(SM_META).map_err(sm_write)?;
+                for entry in &entries {
+                    put_json(&mut meta, "last_applied", &Some(entry.log_id))?;
+                    match &entry.payload {
+                        EntryPayload::Blank => results.push(CommandResult::None),
+                        EntryPayload::Normal(command) => {
+                            let (result, changes) = this.store.apply(&txn, command).map_err(sm_write)?;
+                            results.push(result);
+                            events.extend(changes);
+                        }
+                        EntryPayload::Membership(membership) => {
+                            put_json(&mut meta, "membership", &Membership::new(Some(entry.log_id), membership.clone()))?;
+                            results.push(CommandResult::None);
+                        }
+                    }
+                }
+            }
+            txn.commit().map_err(sm_write)?;
+            Ok((results, events))
+        })
+        .await?;
+        self.hub.publish(events);
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<MemberId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let this = self.clone();
+        let meta = meta.clone();
+        blocking(move || {
+            let data = snapshot.into_inner();
+            let content: SnapshotData = serde_json::from_slice(&data).map_err(snap_err)?;
+            let txn = this.db.begin_write().map_err(snap_err)?;
+            this.store.import(&txn, &content.store).map_err(snap_err)?;
+            {
+                let mut sm = txn.open_table(SM_META).map_err(snap_err)?;
+                put_json(&mut sm, "last_applied", &meta.last_log_id)?;
+                put_json(&mut sm, "membership", &meta.last_membership)?;
+                let mut table = txn.open_table(SNAPSHOT).map_err(snap_err)?;
+                put_json(&mut table, "meta", &meta)?;
+                table.insert("data", data.as_slice()).map_err(snap_err)?;
+            }
+            txn.commit().map_err(snap_err)
+        })
+        .await?;
+        self.hub.reset();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let db = self.db.clone();
+        blocking(move || {
+            let txn = db.begin_read().map_err(sm_read)?;
+            let table = txn.open_table(SNAPSHOT).map_err(sm_read)?;
+            let (Some(meta), Some(data)) = (table.get("meta").map_err(sm_read)?, table.get("data").map_err(sm_read)?)
+            else {
+                return Ok(None);
+            };
+            let meta: SnapshotMeta<MemberId, BasicNode> = serde_json::from_slice(meta.value()).map_err(sm_read)?;
+            Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data.value().to_vec())) }))
+        })
+        .await
+    }
+}

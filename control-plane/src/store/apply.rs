@@ -1,0 +1,279 @@
+//! What a write does to the store, decided without IO.
+//!
+//! The API server turns a request into a [`Command`] (uid and timestamp chosen there, so that
+//! every Raft member applies the same bytes to the same result); the state machine asks
+//! [`decide_apply`] / [`decide_delete`] what to write and stores that.
+
+use berth_proto::{Kind, ObjectKey};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+/// One entry of the Raft log's application data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create or update an object (kubectl apply). A `metadata.resourceVersion` in the object
+    /// makes the update conditional on it.
+    Apply {
+        object: Value,
+        /// The uid the object gets if this creates it.
+        uid: String,
+        /// RFC 3339 time of the request, for creationTimestamp.
+        now: String,
+    },
+    /// Delete an object; with a resource version, only if it is still that version.
+    Delete { key: ObjectKey, resource_version: Option<u64> },
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Apply { object, .. } => {
+                let kind = object.get("kind").and_then(Value::as_str).unwrap_or("?");
+                let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?");
+                write!(f, "apply {kind}/{name}")
+            }
+            Command::Delete { key, .. } => write!(f, "delete {}", key.storage_key()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl Outcome {
+    /// kubectl's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Configured => "configured",
+            Outcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// What applying one log entry produced; returned to the client that proposed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Entries that carry no command (blank, membership).
+    None,
+    Applied { outcome: Outcome, object: Value },
+    Deleted { object: Value },
+    Failed(StoreError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum StoreError {
+    #[error("conflict: {key} was modified (resourceVersion {actual}, not {expected}); get it again and reapply your change")]
+    Conflict { key: ObjectKey, expected: u64, actual: u64 },
+    #[error("conflict: {key} does not exist any more (the update was based on resourceVersion {expected})")]
+    Gone { key: ObjectKey, expected: u64 },
+    #[error("{key} not found")]
+    NotFound { key: ObjectKey },
+    #[error("namespace {namespace:?} not found: create it first (kind: Namespace)")]
+    NamespaceNotFound { namespace: String },
+    #[error("invalid object: {0}")]
+    Invalid(String),
+}
+
+/// Fields the server owns: a client's values for them are ignored on update.
+const SERVER_METADATA: &[&str] = &["uid", "resourceVersion", "generation", "creationTimestamp", "managedFields"];
+
+/// Kinds whose metadata.generation counts changes to their spec.
+fn has_generation(kind: Kind) -> bool {
+    !matches!(kind, Kind::ConfigMap | Kind::Secret)
+}
+
+/// The object an apply stores, or `None` when it changes nothing (`unchanged`).
+///
+/// `existing` is the stored object, `incoming` the client's (namespace already defaulted),
+/// `revision` the store revision this write will get if it writes.
+pub fn decide_apply(
+    key: &ObjectKey,
+    existing: Option<&Value>,
+    mut incoming: Value,
+    uid: &str,
+    now: &str,
+    revision: u64,
+) -> Result<(Outcome, Option<Value>), StoreError> {
+    let expected = incoming
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
+        .map(|v| v.parse::<u64>().map_err(|_| StoreError::Invalid(format!("metadata.resourceVersion: {v:?} is not a resource version"))))
+        .transpose()?;
+    let Some(existing) = existing else {
+        if let Some(expected) = expected {
+            return Err(StoreError::Gone { key: key.clone(), expected });
+        }
+        let meta = metadata_mut(&mut incoming);
+        for field in SERVER_METADATA {
+            meta.remove(*field);
+        }
+        meta.insert("uid".into(), uid.into());
+        meta.insert("creationTimestamp".into(), now.into());
+        if has_generation(key.kind) {
+            meta.insert("generation".into(), 1.into());
+        }
+        meta.insert("resourceVersion".into(), revision.to_string().into());
+        return Ok((Outcome::Created, Some(incoming)));
+    };
+
+    let actual = resource_version(existing);
+    if let Some(expected) = expected {
+        if expected != actual {
+            return Err(StoreError::Conflict { key: key.clone(), expected, actual });
+        }
+    }
+    // Server-owned metadata and status come from what is stored; everything else from the client.
+    let existing_meta = existing.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+    let meta = metadata_mut(&mut incoming);
+    for field in SERVER_METADATA {
+        match existing_meta.get(*field) {
+            Some(value) => meta.insert(field.to_string(), value.clone()),
+            None => meta.remove(*field),
+        };
+    }
+    match existing.get("status") {
+        Some(status) => incoming.as_object_mut().expect("objects are maps").insert("status".into(), status.clone()),
+        None => incoming.as_object_mut().expect("objects are maps").remove("status"),
+    };
+    if without_nulls(&incoming) == without_nulls(existing) {
+        return Ok((Outcome::Unchanged, None));
+    }
+    if has_generation(key.kind) && without_nulls(&incoming["spec"]) != without_nulls(&existing["spec"]) {
+        let generation = existing.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        metadata_mut(&mut incoming).insert("generation".into(), (generation + 1).into());
+    }
+    metadata_mut(&mut incoming).insert("resourceVersion".into(), revision.to_string().into());
+    Ok((Outcome::Configured, Some(incoming)))
+}
+
+/// Checks a delete against the stored object.
+pub fn decide_delete(key: &ObjectKey, existing: Option<&Value>, expected: Option<u64>) -> Result<(), StoreError> {
+    let existing = existing.ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
+    let actual = resource_version(existing);
+    match expected {
+        Some(expected) if expected != actual => Err(StoreError::Conflict { key: key.clone(), expected, actual }),
+        _ => Ok(()),
+    }
+}
+
+pub fn resource_version(object: &Value) -> u64 {
+    object
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn metadata_mut(object: &mut Value) -> &mut serde_json::Map<String, Value> {
+    let root = object.as_object_mut().expect("objects are maps");
+    let meta = root.entry("metadata").or_insert_with(|| Value::Object(Default::default()));
+    if !meta.is_object() {
+        *meta = Value::Object(Default::default());
+    }
+    meta.as_object_mut().expect("just made a map")
+}
+
+/// Kubernetes' types serialise absent optional fields as null in a few places: compare
+/// objects as if those were absent.
+fn without_nulls(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), without_nulls(v))).collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key() -> ObjectKey {
+        ObjectKey::new(Kind::Deployment, "default", "web")
+    }
+
+    fn deployment(replicas: i64) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+               "spec": {"replicas": replicas}})
+    }
+
+    #[test]
+    fn create_sets_server_fields() {
+        let (outcome, object) = decide_apply(&key(), None, deployment(1), "u-1", "2026-01-01T00:00:00Z", 7).unwrap();
+        let object = object.unwrap();
+        assert_eq!(outcome, Outcome::Created);
+        assert_eq!(object["metadata"]["uid"], "u-1");
+        assert_eq!(object["metadata"]["creationTimestamp"], "2026-01-01T00:00:00Z");
+        assert_eq!(object["metadata"]["generation"], 1);
+        assert_eq!(object["metadata"]["resourceVersion"], "7");
+    }
+
+    #[test]
+    fn same_object_is_unchanged_and_spec_change_bumps_generation() {
+        let (_, stored) = decide_apply(&key(), None, deployment(1), "u-1", "t0", 7).unwrap();
+        let stored = stored.unwrap();
+        let (outcome, object) = decide_apply(&key(), Some(&stored), deployment(1), "u-2", "t1", 8).unwrap();
+        assert_eq!((outcome, object), (Outcome::Unchanged, None));
+
+        let (outcome, object) = decide_apply(&key(), Some(&stored), deployment(3), "u-2", "t1", 8).unwrap();
+        let object = object.unwrap();
+        assert_eq!(outcome, Outcome::Configured);
+        assert_eq!(object["metadata"]["uid"], "u-1", "uid survives updates");
+        assert_eq!(object["metadata"]["creationTimestamp"], "t0");
+        assert_eq!(object["metadata"]["generation"], 2);
+        assert_eq!(object["metadata"]["resourceVersion"], "8");
+    }
+
+    #[test]
+    fn label_change_configures_without_new_generation() {
+        let (_, stored) = decide_apply(&key(), None, deployment(1), "u", "t", 3).unwrap();
+        let mut relabelled = deployment(1);
+        relabelled["metadata"]["labels"]["tier"] = json!("front");
+        let (outcome, object) = decide_apply(&key(), stored.as_ref(), relabelled, "u", "t", 4).unwrap();
+        assert_eq!(outcome, Outcome::Configured);
+        assert_eq!(object.unwrap()["metadata"]["generation"], 1);
+    }
+
+    #[test]
+    fn stale_resource_version_conflicts() {
+        let (_, stored) = decide_apply(&key(), None, deployment(1), "u", "t", 3).unwrap();
+        let mut update = deployment(2);
+        update["metadata"]["resourceVersion"] = json!("2");
+        let error = decide_apply(&key(), stored.as_ref(), update.clone(), "u", "t", 4).unwrap_err();
+        assert_eq!(error, StoreError::Conflict { key: key(), expected: 2, actual: 3 });
+        update["metadata"]["resourceVersion"] = json!("3");
+        assert!(decide_apply(&key(), stored.as_ref(), update.clone(), "u", "t", 4).is_ok());
+        assert!(matches!(decide_apply(&key(), None, update, "u", "t", 4), Err(StoreError::Gone { .. })));
+    }
+
+    #[test]
+    fn client_cannot_overwrite_status_or_uid() {
+        let mut created = deployment(1);
+        created["status"] = json!({"replicas": 1});
+        let (_, stored) = decide_apply(&key(), None, created, "u", "t", 3).unwrap();
+        let mut update = deployment(1);
+        update["status"] = json!({"replicas": 9});
+        update["metadata"]["uid"] = json!("forged");
+        let (outcome, _) = decide_apply(&key(), stored.as_ref(), update, "u2", "t", 4).unwrap();
+        assert_eq!(outcome, Outcome::Unchanged);
+    }
+
+    #[test]
+    fn delete_checks_existence_and_version() {
+        let (_, stored) = decide_apply(&key(), None, deployment(1), "u", "t", 3).unwrap();
+        assert!(decide_delete(&key(), stored.as_ref(), None).is_ok());
+        assert!(decide_delete(&key(), stored.as_ref(), Some(3)).is_ok());
+        assert!(matches!(decide_delete(&key(), stored.as_ref(), Some(2)), Err(StoreError::Conflict { .. })));
+        assert!(matches!(decide_delete(&key(), None, None), Err(StoreError::NotFound { .. })));
+    }
+}

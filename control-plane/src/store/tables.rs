@@ -1,0 +1,307 @@
+//! The object store's redb tables, written by the Raft state machine inside its transactions
+//! and read by the API server.
+
+use super::apply::{self, Command, CommandResult, StoreError};
+use berth_proto::{Kind, ObjectKey, DEFAULT_NAMESPACE};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Objects by storage key (`Kind/namespace/name`), as JSON.
+pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+/// Changes by revision, as JSON [`StoredEvent`]s; the oldest are dropped past the retention.
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// The store's own counters: `revision`, `compacted` (newest revision no longer in EVENTS).
+pub(crate) const STORE_META: TableDefinition<&str, u64> = TableDefinition::new("store_meta");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchEventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One change to one object, as watches see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub revision: u64,
+    #[serde(rename = "type")]
+    pub event_type: WatchEventType,
+    pub key: ObjectKey,
+    pub object: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("store read failed: {0}")]
+    Storage(String),
+    #[error("expired: relist (revision {requested} is older than the oldest retained change, {oldest})")]
+    Expired { requested: u64, oldest: u64 },
+}
+
+fn storage<E: std::fmt::Display>(e: E) -> ReadError {
+    ReadError::Storage(e.to_string())
+}
+
+/// Read access to the objects, plus the write steps the state machine runs.
+#[derive(Clone)]
+pub struct ObjectStore {
+    db: Arc<Database>,
+    /// How many revisions of change history watches can resume from.
+    retention: u64,
+}
+
+impl ObjectStore {
+    pub fn new(db: Arc<Database>, retention: u64) -> Result<Self, redb::Error> {
+        let txn = db.begin_write()?;
+        txn.open_table(OBJECTS)?;
+        txn.open_table(EVENTS)?;
+        txn.open_table(STORE_META)?;
+        txn.commit()?;
+        Ok(ObjectStore { db, retention: retention.max(1) })
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, ReadError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(OBJECTS).map_err(storage)?;
+        Ok(table.get(key.storage_key().as_str()).map_err(storage)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Objects of one kind, in one namespace or all (`None`), sorted by namespace and name,
+    /// with the revision they were read at.
+    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Result<(Vec<Vec<u8>>, u64), ReadError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(OBJECTS).map_err(storage)?;
+        let prefix = match namespace.filter(|_| kind.namespaced()) {
+            Some(ns) => format!("{}/{}/", kind.as_str(), ns),
+            None => format!("{}/", kind.as_str()),
+        };
+        let mut objects = Vec::new();
+        for entry in table.range(prefix.as_str()..).map_err(storage)? {
+            let (key, value) = entry.map_err(storage)?;
+            if !key.value().starts_with(&prefix) {
+                break;
+            }
+            objects.push(value.value().to_vec());
+        }
+        let meta = txn.open_table(STORE_META).map_err(storage)?;
+        let revision = meta.get("revision").map_err(storage)?.map(|v| v.value()).unwrap_or(0);
+        Ok((objects, revision))
+    }
+
+    pub fn revision(&self) -> Result<u64, ReadError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let meta = txn.open_table(STORE_META).map_err(storage)?;
+        Ok(meta.get("revision").map_err(storage)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// Changes after `from` (exclusive), oldest first; `Expired` when some of them are no
+    /// longer retained.
+    pub fn events_since(&self, from: u64) -> Result<Vec<StoredEvent>, ReadError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let meta = txn.open_table(STORE_META).map_err(storage)?;
+        let compacted = meta.get("compacted").map_err(storage)?.map(|v| v.value()).unwrap_or(0);
+        if from < compacted {
+            return Err(ReadError::Expired { requested: from, oldest: compacted + 1 });
+        }
+        let table = txn.open_table(EVENTS).map_err(storage)?;
+        let mut events = Vec::new();
+        for entry in table.range(from + 1..).map_err(storage)? {
+            let (_, value) = entry.map_err(storage)?;
+            events.push(serde_json::from_slice(value.value()).map_err(storage)?);
+        }
+        Ok(events)
+    }
+
+    /// Applies one command inside the state machine's transaction; returns its result and the
+    /// changes it made (for watches).
+    pub fn apply(&self, txn: &WriteTransaction, command: &Command) -> Result<(CommandResult, Vec<StoredEvent>), redb::Error> {
+        let mut writer = Writer::open(txn)?;
+        let result = match command {
+            Command::Apply { object, uid, now } => writer.apply(object.clone(), uid, now),
+            Command::Delete { key, resource_version } => writer.delete(key, *resource_version),
+        }?;
+        let result = match result {
+            Ok(result) => result,
+            Err(error) => CommandResult::Failed(error),
+        };
+        writer.finish(self.retention)?;
+        Ok((result, writer.events))
+    }
+
+    /// Every object and the revision as of `txn`, for a Raft snapshot.
+    pub fn export(&self, txn: &redb::ReadTransaction) -> Result<StoreSnapshot, ReadError> {
+        let table = txn.open_table(OBJECTS).map_err(storage)?;
+        let mut objects = Vec::with_capacity(table.len().map_err(storage)? as usize);
+        for entry in table.iter().map_err(storage)? {
+            let (key, value) = entry.map_err(storage)?;
+            objects.push((key.value().to_string(), serde_json::from_slice(value.value()).map_err(storage)?));
+        }
+        let meta = txn.open_table(STORE_META).map_err(storage)?;
+        let revision = meta.get("revision").map_err(storage)?.map(|v| v.value()).unwrap_or(0);
+        Ok(StoreSnapshot { revision, objects })
+    }
+
+    /// Replaces everything with a snapshot's content. The change history is dropped: watches
+    /// from before the snapshot must relist.
+    pub fn import(&self, txn: &WriteTransaction, snapshot: &StoreSnapshot) -> Result<(), redb::Error> {
+        txn.delete_table(OBJECTS)?;
+        txn.delete_table(EVENTS)?;
+        let mut objects = txn.open_table(OBJECTS)?;
+        txn.open_table(EVENTS)?;
+        for (key, value) in &snapshot.objects {
+            objects.insert(key.as_str(), serde_json::to_vec(value).expect("JSON values serialise").as_slice())?;
+        }
+        let mut meta = txn.open_table(STORE_META)?;
+        meta.insert("revision", snapshot.revision)?;
+        meta.insert("compacted", snapshot.revision)?;
+        Ok(())
+    }
+}
+
+/// The object store's part of a Raft snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreSnapshot {
+    pub revision: u64,
+    pub objects: Vec<(String, Value)>,
+}
+
+/// The tables of one state-machine transaction.
+struct Writer<'t> {
+    objects: redb::Table<'t, &'static str, &'static [u8]>,
+    events_table: redb::Table<'t, u64, &'static [u8]>,
+    meta: redb::Table<'t, &'static str, u64>,
+    revision: u64,
+    events: Vec<StoredEvent>,
+}
+
+type Decided = Result<CommandResult, StoreError>;
+
+impl<'t> Writer<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, redb::Error> {
+        let meta = txn.open_table(STORE_META)?;
+        let revision = meta.get("revision")?.map(|v| v.value()).unwrap_or(0);
+        Ok(Writer {
+            objects: txn.open_table(OBJECTS)?,
+            events_table: txn.open_table(EVENTS)?,
+            meta,
+            revision,
+            events: Vec::new(),
+        })
+    }
+
+    fn read(&self, key: &ObjectKey) -> Result<Option<Value>, redb::Error> {
+        Ok(match self.objects.get(key.storage_key().as_str())? {
+            Some(bytes) => Some(serde_json::from_slice(bytes.value()).map_err(|e| redb::Error::Corrupted(e.to_string()))?),
+            None => None,
+        })
+    }
+
+    fn apply(&mut self, object: Value, uid: &str, now: &str) -> Result<Decided, redb::Error> {
+        let key = match object_key(&object) {
+            Ok(key) => key,
+            Err(error) => return Ok(Err(error)),
+        };
+        if key.kind.namespaced() && !self.namespace_exists(&key.namespace)? {
+            return Ok(Err(StoreError::NamespaceNotFound { namespace: key.namespace }));
+        }
+        let existing = self.read(&key)?;
+        let decided = apply::decide_apply(&key, existing.as_ref(), object, uid, now, self.revision + 1);
+        Ok(match decided {
+            Err(error) => Err(error),
+            Ok((outcome, None)) => Ok(CommandResult::Applied { outcome, object: existing.expect("unchanged objects exist") }),
+            Ok((outcome, Some(object))) => {
+                let event_type = if existing.is_some() { WatchEventType::Modified } else { WatchEventType::Added };
+                self.write(&key, event_type, &object)?;
+                Ok(CommandResult::Applied { outcome, object })
+            }
+        })
+    }
+
+    fn delete(&mut self, key: &ObjectKey, expected: Option<u64>) -> Result<Decided, redb::Error> {
+        if key.kind == Kind::Namespace && key.name == DEFAULT_NAMESPACE {
+            return Ok(Err(StoreError::Invalid("the default namespace cannot be deleted".into())));
+        }
+        let existing = self.read(key)?;
+        if let Err(error) = apply::decide_delete(key, existing.as_ref(), expected) {
+            return Ok(Err(error));
+        }
+        if key.kind == Kind::Namespace {
+            // A namespace takes its objects with it.
+            for kind in Kind::ALL.iter().filter(|k| k.namespaced()) {
+                let prefix = format!("{}/{}/", kind.as_str(), key.name);
+                let mut doomed = Vec::new();
+                for entry in self.objects.range(prefix.as_str()..)? {
+                    let (stored_key, _) = entry?;
+                    if !stored_key.value().starts_with(&prefix) {
+                        break;
+                    }
+                    doomed.push(stored_key.value().to_string());
+                }
+                for stored_key in doomed {
+                    let inner = ObjectKey::from_storage_key(&stored_key).expect("stored keys parse");
+                    let object = self.read(&inner)?.expect("listed just now");
+                    self.remove(&inner, object)?;
+                }
+            }
+        }
+        let object = self.remove(key, existing.expect("decide_delete checked existence"))?;
+        Ok(Ok(CommandResult::Deleted { object }))
+    }
+
+    fn namespace_exists(&self, namespace: &str) -> Result<bool, redb::Error> {
+        Ok(self.objects.get(ObjectKey::new(Kind::Namespace, "", namespace).storage_key().as_str())?.is_some())
+    }
+
+    fn write(&mut self, key: &ObjectKey, event_type: WatchEventType, object: &Value) -> Result<(), redb::Error> {
+        self.revision += 1;
+        let bytes = serde_json::to_vec(object).expect("JSON values serialise");
+        self.objects.insert(key.storage_key().as_str(), bytes.as_slice())?;
+        self.record(key, event_type, object.clone())
+    }
+
+    fn remove(&mut self, key: &ObjectKey, mut object: Value) -> Result<Value, redb::Error> {
+        self.revision += 1;
+        self.objects.remove(key.storage_key().as_str())?;
+        // Like Kubernetes, the deleted object carries the revision of its deletion.
+        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), self.revision.to_string().into());
+        }
+        self.record(key, WatchEventType::Deleted, object.clone())?;
+        Ok(object)
+    }
+
+    fn record(&mut self, key: &ObjectKey, event_type: WatchEventType, object: Value) -> Result<(), redb::Error> {
+        let event = StoredEvent { revision: self.revision, event_type, key: key.clone(), object };
+        let bytes = serde_json::to_vec(&event).expect("events serialise");
+        self.events_table.insert(self.revision, bytes.as_slice())?;
+        self.events.push(event);
+        Ok(())
+    }
+
+    fn finish(&mut self, retention: u64) -> Result<(), redb::Error> {
+        self.meta.insert("revision", self.revision)?;
+        let compacted = self.meta.get("compacted")?.map(|v| v.value()).unwrap_or(0);
+        let keep_from = self.revision.saturating_sub(retention);
+        if keep_from > compacted {
+            self.events_table.retain_in(..=keep_from, |_, _| false)?;
+            self.meta.insert("compacted", keep_from)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where an incoming object goes; the API server has already validated and defaulted it.
+fn object_key(object: &Value) -> Result<ObjectKey, StoreError> {
+    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind_name = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    let kind = Kind::from_manifest(api_version, kind_name)
+        .ok_or_else(|| StoreError::Invalid(format!("unknown kind {api_version}/{kind_name}")))?;
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    if name.is_empty() {
+        return Err(StoreError::Invalid("metadata.name is required".into()));
+    }
+    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(DEFAULT_NAMESPACE);
+    Ok(ObjectKey::new(kind, namespace, name))
+}
