@@ -34,7 +34,8 @@ struct Report {
 
 impl Report {
     fn percentile(&self, p: f64) -> Duration {
-        let index = ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
+        let index =
+            ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
         self.latencies[index]
     }
 }
@@ -44,18 +45,37 @@ fn main() -> Result<()> {
     isolate_network();
     let env = TestEnv::new();
     let server = Server::start(&args.berth, &env, &["--init", "--listen", "127.0.0.1:7443"]);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    println!("berth apply benchmark: one-member store, {} s per level, data dir on {}", args.seconds, env.root.path().display());
-    println!("{:>8} {:>10} {:>10} {:>10} {:>10}", "clients", "writes/s", "p50 ms", "p99 ms", "max ms");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    println!(
+        "berth apply benchmark: one-member store, {} s per level, data dir on {}",
+        args.seconds,
+        env.root.path().display()
+    );
+    println!(
+        "{:>8} {:>10} {:>10} {:>10} {:>10}",
+        "clients", "writes/s", "p50 ms", "p99 ms", "max ms"
+    );
     for &clients in &args.concurrency {
-        let report = runtime.block_on(load(&server.addr, clients, Duration::from_secs(args.seconds)))?;
+        let report = runtime.block_on(load(
+            &server.addr,
+            clients,
+            Duration::from_secs(args.seconds),
+        ))?;
         println!(
             "{:>8} {:>10.0} {:>10.2} {:>10.2} {:>10.2}",
             report.clients,
             report.writes as f64 / report.elapsed.as_secs_f64(),
             report.percentile(0.50).as_secs_f64() * 1e3,
             report.percentile(0.99).as_secs_f64() * 1e3,
-            report.latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+            report
+                .latencies
+                .last()
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1e3,
         );
     }
     drop(server);
@@ -79,7 +99,10 @@ async fn load(addr: &str, clients: usize, duration: Duration) -> Result<Report> 
                     "metadata": {"name": format!("bench-{client}"), "labels": {"bench": "apply"}},
                     "data": {"counter": i.to_string(), "payload": "x".repeat(256)},
                 });
-                let request = ApplyRequest { object: serde_json::to_vec(&object)?, dry_run: false };
+                let request = ApplyRequest {
+                    object: serde_json::to_vec(&object)?,
+                    dry_run: false,
+                };
                 let sent = Instant::now();
                 api.apply(request).await.context("apply failed")?;
                 latencies.push(sent.elapsed());
@@ -94,5 +117,10 @@ async fn load(addr: &str, clients: usize, duration: Duration) -> Result<Report> 
     }
     let elapsed = start.elapsed();
     latencies.sort();
-    Ok(Report { clients, writes: latencies.len(), elapsed, latencies })
+    Ok(Report {
+        clients,
+        writes: latencies.len(),
+        elapsed,
+        latencies,
+    })
 }

@@ -33,14 +33,17 @@ pub fn data_home() -> PathBuf {
 }
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
 pub fn write_config(config: &ClientConfig) -> Result<PathBuf> {
     let path = config_path();
     std::fs::create_dir_all(path.parent().expect("config path has a parent"))
         .with_context(|| format!("creating {}", path.display()))?;
-    std::fs::write(&path, serde_yaml::to_string(config)?).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, serde_yaml::to_string(config)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 
@@ -90,7 +93,10 @@ pub fn decode(bytes: &[u8]) -> Result<Resource> {
 
 /// The kinds a comma-separated argument names (`deploy,svc`).
 pub fn parse_kinds(arg: &str) -> Result<Vec<Kind>> {
-    arg.split(',').filter(|s| !s.is_empty()).map(|s| Ok(s.parse::<Kind>()?)).collect()
+    arg.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| Ok(s.parse::<Kind>()?))
+        .collect()
 }
 
 pub fn object_ref(key: &ObjectKey) -> berth_proto::pb::ObjectRef {

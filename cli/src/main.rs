@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "A container orchestrator you can understand: one binary, kubectl-style commands")]
+#[command(
+    name = "berth",
+    version,
+    about = "A container orchestrator you can understand: one binary, kubectl-style commands"
+)]
 struct Cli {
     /// Control-plane address (host:port). Default: $BERTH_SERVER, then the config file that
     /// `berth server --init` writes.
@@ -38,15 +42,23 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_log = if matches!(cli.command, Command::Server(_)) { "info" } else { "warn" };
+    let default_log = if matches!(cli.command, Command::Server(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_log.into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_log.into()),
         )
         .init();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let server = cli.server;
     let result = runtime.block_on(async move {
         match cli.command {

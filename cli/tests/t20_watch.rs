@@ -37,7 +37,13 @@ struct Watcher {
 
 impl Watcher {
     fn start(env: &TestEnv, args: &[&str]) -> Watcher {
-        let mut child = env.command(berth()).args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let mut child = env
+            .command(berth())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -51,7 +57,9 @@ impl Watcher {
     }
 
     fn next_line(&self) -> String {
-        self.lines.recv_timeout(Duration::from_secs(10)).expect("the watch printed nothing within 10 s")
+        self.lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the watch printed nothing within 10 s")
     }
 
     /// The next event of a `-o json` watch: its pretty-printed JSON spans several lines.
@@ -78,7 +86,8 @@ impl Drop for Watcher {
 
 fn apply(env: &TestEnv, replicas: u32) {
     let yaml = DEPLOYMENT.replace("REPLICAS", &replicas.to_string());
-    env.run_with_stdin(berth(), &["apply", "-f", "-"], Some(yaml.as_bytes())).ok();
+    env.run_with_stdin(berth(), &["apply", "-f", "-"], Some(yaml.as_bytes()))
+        .ok();
 }
 
 #[test]
@@ -101,9 +110,20 @@ fn watch_prints_added_modified_deleted() {
     assert_eq!(types, ["ADDED", "MODIFIED", "DELETED"]);
     assert_eq!(events[0]["object"]["spec"]["replicas"], 1);
     assert_eq!(events[1]["object"]["spec"]["replicas"], 2);
-    let revisions: Vec<u64> =
-        events.iter().map(|e| e["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()).collect();
-    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "revisions increase: {revisions:?}");
+    let revisions: Vec<u64> = events
+        .iter()
+        .map(|e| {
+            e["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        revisions.windows(2).all(|w| w[0] < w[1]),
+        "revisions increase: {revisions:?}"
+    );
 
     for _ in 0..3 {
         let row = table.next_line();
@@ -123,7 +143,10 @@ fn watch_lists_first_then_follows() {
     let watcher = Watcher::start(&env, &["get", "deploy", "-w", "-o", "json"]);
     let first = watcher.next_json();
     assert_eq!(first["type"], "ADDED");
-    assert_eq!(first["object"]["spec"]["replicas"], 6, "the list comes first");
+    assert_eq!(
+        first["object"]["spec"]["replicas"], 6,
+        "the list comes first"
+    );
     apply(&env, 7);
     let next = watcher.next_json();
     assert_eq!(next["type"], "MODIFIED");

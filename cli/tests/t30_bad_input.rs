@@ -8,7 +8,8 @@ fn berth() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_berth"))
 }
 
-const GOOD_CONFIG: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: fine\ndata:\n  a: b\n---\n";
+const GOOD_CONFIG: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: fine\ndata:\n  a: b\n---\n";
 
 const DEPLOYMENT: &str = r#"apiVersion: apps/v1
 kind: Deployment
@@ -37,8 +38,14 @@ spec:
 fn refused(env: &TestEnv, name: &str, text: &str) -> String {
     let path = env.root.path().join(name);
     std::fs::write(&path, format!("{GOOD_CONFIG}{text}")).unwrap();
-    let run = env.run(berth(), &["apply", "-f", path.to_str().unwrap()]).failed();
-    assert!(run.stdout().is_empty(), "nothing may be applied, yet: {}", run.stdout());
+    let run = env
+        .run(berth(), &["apply", "-f", path.to_str().unwrap()])
+        .failed();
+    assert!(
+        run.stdout().is_empty(),
+        "nothing may be applied, yet: {}",
+        run.stdout()
+    );
     run.stderr()
 }
 
@@ -55,29 +62,77 @@ fn bad_manifests_are_refused_precisely_and_store_nothing() {
     let _server = Server::start(berth(), &env, &["--init"]);
     // GOOD_CONFIG is 7 lines; the bad document starts on line 8.
 
-    let port = refused(&env, "port.yaml", &DEPLOYMENT.replace("containerPort: 8080", "containerPort: 70000"));
+    let port = refused(
+        &env,
+        "port.yaml",
+        &DEPLOYMENT.replace("containerPort: 8080", "containerPort: 70000"),
+    );
     assert_mentions(&port, &["port.yaml:27:", "spec.template.spec.containers[0].ports[0].containerPort: 70000 is out of range 1..65535"]);
 
-    let wrong_type = refused(&env, "type.yaml", &DEPLOYMENT.replace("replicas: 2", "replicas: three"));
+    let wrong_type = refused(
+        &env,
+        "type.yaml",
+        &DEPLOYMENT.replace("replicas: 2", "replicas: three"),
+    );
     assert_mentions(&wrong_type, &["type.yaml:13:", "spec.replicas", "three"]);
 
-    let malformed = refused(&env, "malformed.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n   bad: indentation\n");
+    let malformed = refused(
+        &env,
+        "malformed.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n   bad: indentation\n",
+    );
     assert_mentions(&malformed, &["malformed.yaml:12:"]);
 
-    let missing_image = refused(&env, "image.yaml", &DEPLOYMENT.replace("          image: berth/demo:latest\n", ""));
-    assert_mentions(&missing_image, &["image.yaml:", "spec.template.spec.containers[0].image", "required"]);
+    let missing_image = refused(
+        &env,
+        "image.yaml",
+        &DEPLOYMENT.replace("          image: berth/demo:latest\n", ""),
+    );
+    assert_mentions(
+        &missing_image,
+        &[
+            "image.yaml:",
+            "spec.template.spec.containers[0].image",
+            "required",
+        ],
+    );
 
-    let bad_name = refused(&env, "name.yaml", &DEPLOYMENT.replace("name: web\nspec", "name: Web_1\nspec"));
+    let bad_name = refused(
+        &env,
+        "name.yaml",
+        &DEPLOYMENT.replace("name: web\nspec", "name: Web_1\nspec"),
+    );
     assert_mentions(&bad_name, &["name.yaml:11:", "metadata.name", "Web_1"]);
 
-    let selector = refused(&env, "selector.yaml", &DEPLOYMENT.replace("        app: web\n    spec", "        app: other\n    spec"));
+    let selector = refused(
+        &env,
+        "selector.yaml",
+        &DEPLOYMENT.replace("        app: web\n    spec", "        app: other\n    spec"),
+    );
     assert_mentions(&selector, &["selector.yaml:", "spec.selector"]);
 
-    let unknown_kind = refused(&env, "kind.yaml", "apiVersion: v1\nkind: Widget\nmetadata:\n  name: w\n");
+    let unknown_kind = refused(
+        &env,
+        "kind.yaml",
+        "apiVersion: v1\nkind: Widget\nmetadata:\n  name: w\n",
+    );
     assert_mentions(&unknown_kind, &["kind.yaml:9:", "Widget"]);
 
-    let unknown_field = refused(&env, "field.yaml", &DEPLOYMENT.replace("          image:", "          imagePullPolcy: Always\n          image:"));
-    assert_mentions(&unknown_field, &["field.yaml:", "spec.template.spec.containers[0].imagePullPolcy"]);
+    let unknown_field = refused(
+        &env,
+        "field.yaml",
+        &DEPLOYMENT.replace(
+            "          image:",
+            "          imagePullPolcy: Always\n          image:",
+        ),
+    );
+    assert_mentions(
+        &unknown_field,
+        &[
+            "field.yaml:",
+            "spec.template.spec.containers[0].imagePullPolcy",
+        ],
+    );
 
     // 5 MB of pseudo-random bytes: a clean, short error, quickly.
     let mut garbage = Vec::with_capacity(5 << 20);
@@ -90,11 +145,23 @@ fn bad_manifests_are_refused_precisely_and_store_nothing() {
     }
     let path = env.root.path().join("garbage.yaml");
     std::fs::write(&path, &garbage).unwrap();
-    let run = env.run(berth(), &["apply", "-f", path.to_str().unwrap()]).failed();
+    let run = env
+        .run(berth(), &["apply", "-f", path.to_str().unwrap()])
+        .failed();
     assert!(run.stderr().contains("garbage.yaml"), "{}", run.stderr());
-    assert!(run.stderr().len() < 4096, "the error should be short, was {} bytes", run.stderr().len());
+    assert!(
+        run.stderr().len() < 4096,
+        "the error should be short, was {} bytes",
+        run.stderr().len()
+    );
 
-    let stored = env.run(berth(), &["get", "deploy,svc,cm,secret,po", "-A", "-o", "name"]).ok().stdout();
+    let stored = env
+        .run(
+            berth(),
+            &["get", "deploy,svc,cm,secret,po", "-A", "-o", "name"],
+        )
+        .ok()
+        .stdout();
     assert!(stored.is_empty(), "nothing may be stored, found:\n{stored}");
 }
 
@@ -139,10 +206,22 @@ spec:
     port: 80
     targetPort: http-web-svc
 "#;
-    let run = env.run_with_stdin(berth(), &["apply", "-f", "-"], Some(doc.as_bytes())).ok();
-    assert_eq!(run.stdout(), "deployment.apps/nginx-deployment created\nservice/nginx-service created\n");
-    assert!(run.stderr().is_empty(), "no warnings expected: {}", run.stderr());
-    let svc = env.run(berth(), &["get", "svc", "nginx-service", "-o", "yaml"]).ok().stdout();
+    let run = env
+        .run_with_stdin(berth(), &["apply", "-f", "-"], Some(doc.as_bytes()))
+        .ok();
+    assert_eq!(
+        run.stdout(),
+        "deployment.apps/nginx-deployment created\nservice/nginx-service created\n"
+    );
+    assert!(
+        run.stderr().is_empty(),
+        "no warnings expected: {}",
+        run.stderr()
+    );
+    let svc = env
+        .run(berth(), &["get", "svc", "nginx-service", "-o", "yaml"])
+        .ok()
+        .stdout();
     assert!(svc.contains("targetPort: http-web-svc"), "{svc}");
 }
 
@@ -151,12 +230,25 @@ fn unimplemented_fields_warn_once_and_still_apply() {
     isolate_network();
     let env = TestEnv::new();
     let _server = Server::start(berth(), &env, &["--init"]);
-    let doc = DEPLOYMENT.replace("    spec:\n      containers:", "    spec:\n      hostNetwork: true\n      containers:");
-    let run = env.run_with_stdin(berth(), &["apply", "-f", "-"], Some(doc.as_bytes())).ok();
+    let doc = DEPLOYMENT.replace(
+        "    spec:\n      containers:",
+        "    spec:\n      hostNetwork: true\n      containers:",
+    );
+    let run = env
+        .run_with_stdin(berth(), &["apply", "-f", "-"], Some(doc.as_bytes()))
+        .ok();
     assert!(run.stdout().contains("deployment.apps/web created"));
-    let warnings: Vec<&str> = run.stderr().lines().filter(|l| l.contains("warning")).collect();
+    let warnings: Vec<&str> = run
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("warning"))
+        .collect();
     assert_eq!(warnings.len(), 1, "{}", run.stderr());
-    assert!(warnings[0].contains("spec.template.spec.hostNetwork"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("spec.template.spec.hostNetwork"),
+        "{}",
+        warnings[0]
+    );
 }
 
 #[test]
@@ -173,8 +265,21 @@ fn apply_takes_directories_and_flow_style_documents() {
     )
     .unwrap();
     std::fs::write(dir.join("notes.txt"), "not a manifest").unwrap();
-    let run = env.run(berth(), &["apply", "-f", dir.to_str().unwrap()]).ok();
-    assert_eq!(run.stdout(), "configmap/fine created\nconfigmap/flow created\n");
-    let dry = env.run(berth(), &["apply", "-f", dir.to_str().unwrap(), "--dry-run"]).ok();
-    assert_eq!(dry.stdout(), "configmap/fine unchanged (dry run)\nconfigmap/flow unchanged (dry run)\n");
+    let run = env
+        .run(berth(), &["apply", "-f", dir.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        run.stdout(),
+        "configmap/fine created\nconfigmap/flow created\n"
+    );
+    let dry = env
+        .run(
+            berth(),
+            &["apply", "-f", dir.to_str().unwrap(), "--dry-run"],
+        )
+        .ok();
+    assert_eq!(
+        dry.stdout(),
+        "configmap/fine unchanged (dry run)\nconfigmap/flow unchanged (dry run)\n"
+    );
 }

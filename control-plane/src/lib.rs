@@ -17,5 +17,4 @@ pub mod member;
 pub mod raft;
 pub mod store;
 
-
 pub use member::{Member, MemberConfig, MemberError};

@@ -60,7 +60,10 @@ pub enum MemberError {
     #[error("{0} holds no member: bootstrap a cluster there with --init")]
     NotInitialized(PathBuf),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("opening the store {path}: {source}")]
     Store { path: PathBuf, source: redb::Error },
     #[error("raft: {0}")]
@@ -87,7 +90,10 @@ pub struct Member {
 }
 
 fn data_dir_error(path: &Path, error: impl std::fmt::Display) -> MemberError {
-    MemberError::DataDir { path: path.to_path_buf(), message: error.to_string() }
+    MemberError::DataDir {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    }
 }
 
 impl Member {
@@ -97,7 +103,9 @@ impl Member {
         std::fs::create_dir_all(dir).map_err(|e| data_dir_error(dir, e))?;
         let identity_path = dir.join(IDENTITY_FILE);
         let existing: Option<Identity> = match std::fs::read(&identity_path) {
-            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| data_dir_error(&identity_path, e))?),
+            Ok(bytes) => Some(
+                serde_json::from_slice(&bytes).map_err(|e| data_dir_error(&identity_path, e))?,
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(data_dir_error(&identity_path, e)),
         };
@@ -109,10 +117,23 @@ impl Member {
         let listen = config
             .listen
             .or(existing.as_ref().map(|i| i.addr))
-            .unwrap_or_else(|| berth_proto::transport::DEFAULT_API_ADDR.parse().expect("valid default"));
-        let listener =
-            tokio::net::TcpListener::bind(listen).await.map_err(|source| MemberError::Listen { addr: listen, source })?;
-        let addr = listener.local_addr().map_err(|source| MemberError::Listen { addr: listen, source })?;
+            .unwrap_or_else(|| {
+                berth_proto::transport::DEFAULT_API_ADDR
+                    .parse()
+                    .expect("valid default")
+            });
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| MemberError::Listen {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| MemberError::Listen {
+                addr: listen,
+                source,
+            })?;
         let id = existing.as_ref().map(|i| i.id).unwrap_or(1);
 
         let store_path = dir.join(STORE_FILE);
@@ -124,16 +145,34 @@ impl Member {
         let server = tokio::spawn(
             berth_proto::transport::server()
                 .add_service(ApiServer::new(api).max_decoding_message_size(16 << 20))
-                .add_service(RaftServer::new(RaftService::new(raft.clone())).max_decoding_message_size(256 << 20))
+                .add_service(
+                    RaftServer::new(RaftService::new(raft.clone()))
+                        .max_decoding_message_size(256 << 20),
+                )
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = shutdown_rx.await;
                 }),
         );
-        let member = Member { id, addr, raft, shutdown: Some(shutdown_tx), server };
+        let member = Member {
+            id,
+            addr,
+            raft,
+            shutdown: Some(shutdown_tx),
+            server,
+        };
 
         if config.init {
-            let members = BTreeMap::from([(id, BasicNode { addr: addr.to_string() })]);
-            member.raft.initialize(members).await.map_err(|e| MemberError::Raft(e.to_string()))?;
+            let members = BTreeMap::from([(
+                id,
+                BasicNode {
+                    addr: addr.to_string(),
+                },
+            )]);
+            member
+                .raft
+                .initialize(members)
+                .await
+                .map_err(|e| MemberError::Raft(e.to_string()))?;
             member.wait_for_leader(Duration::from_secs(10)).await?;
             // Like Kubernetes, a cluster starts with the namespace objects land in by default.
             let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": berth_proto::DEFAULT_NAMESPACE}});
@@ -142,13 +181,21 @@ impl Member {
                 uid: uuid::Uuid::new_v4().to_string(),
                 now: jiff::Timestamp::now().to_string(),
             };
-            member.raft.client_write(command).await.map_err(|e| MemberError::Raft(e.to_string()))?;
+            member
+                .raft
+                .client_write(command)
+                .await
+                .map_err(|e| MemberError::Raft(e.to_string()))?;
             // Written last: a data dir with an identity is a bootstrapped member.
-            let identity = serde_json::to_vec_pretty(&Identity { id, addr }).expect("identity serialises");
-            write_durably(&identity_path, &identity).map_err(|e| data_dir_error(&identity_path, e))?;
+            let identity =
+                serde_json::to_vec_pretty(&Identity { id, addr }).expect("identity serialises");
+            write_durably(&identity_path, &identity)
+                .map_err(|e| data_dir_error(&identity_path, e))?;
         } else if existing.as_ref().map(|i| i.addr) != Some(addr) {
-            let identity = serde_json::to_vec_pretty(&Identity { id, addr }).expect("identity serialises");
-            write_durably(&identity_path, &identity).map_err(|e| data_dir_error(&identity_path, e))?;
+            let identity =
+                serde_json::to_vec_pretty(&Identity { id, addr }).expect("identity serialises");
+            write_durably(&identity_path, &identity)
+                .map_err(|e| data_dir_error(&identity_path, e))?;
         }
         tracing::info!(member = id, %addr, "control-plane member serving");
         Ok(member)
@@ -190,7 +237,10 @@ async fn open_raft(
     path: &Path,
     config: &MemberConfig,
 ) -> Result<(BerthRaft, ObjectStore, WatchHub), MemberError> {
-    let store_error = |source: redb::Error| MemberError::Store { path: path.to_path_buf(), source };
+    let store_error = |source: redb::Error| MemberError::Store {
+        path: path.to_path_buf(),
+        source,
+    };
     let db = {
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || redb::Database::create(path))
@@ -214,9 +264,15 @@ async fn open_raft(
     }
     .validate()
     .map_err(|e| MemberError::Raft(e.to_string()))?;
-    let raft = BerthRaft::new(id, Arc::new(raft_config), NetworkFactory, log_store, state_machine)
-        .await
-        .map_err(|e| MemberError::Raft(e.to_string()))?;
+    let raft = BerthRaft::new(
+        id,
+        Arc::new(raft_config),
+        NetworkFactory,
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| MemberError::Raft(e.to_string()))?;
     Ok((raft, store, hub))
 }
 

@@ -13,7 +13,8 @@ struct RedbBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RedbBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = TempDir::new().expect("temp dir");
-        let db = Arc::new(redb::Database::create(dir.path().join("berth.redb")).expect("create redb"));
+        let db =
+            Arc::new(redb::Database::create(dir.path().join("berth.redb")).expect("create redb"));
         let store = ObjectStore::new(db.clone(), 1000).expect("object store");
         let log = LogStore::new(db.clone()).expect("log store");
         let sm = StateMachine::new(db, store, WatchHub::new(16)).expect("state machine");

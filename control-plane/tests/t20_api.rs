@@ -23,8 +23,16 @@ async fn start(configure: impl FnOnce(&mut MemberConfig)) -> Fixture {
     config.listen = Some("127.0.0.1:0".parse().unwrap());
     configure(&mut config);
     let member = Member::start(config).await.expect("member starts");
-    let api = ApiClient::new(berth_proto::transport::connect(&member.addr.to_string()).await.unwrap());
-    Fixture { member: Some(member), api, dir }
+    let api = ApiClient::new(
+        berth_proto::transport::connect(&member.addr.to_string())
+            .await
+            .unwrap(),
+    );
+    Fixture {
+        member: Some(member),
+        api,
+        dir,
+    }
 }
 
 impl Fixture {
@@ -35,8 +43,15 @@ impl Fixture {
         let mut config = MemberConfig::new(self.dir.path().join("member"));
         config.listen = Some(addr);
         let member = Member::start(config).await.expect("member restarts");
-        member.wait_for_leader(std::time::Duration::from_secs(10)).await.unwrap();
-        self.api = ApiClient::new(berth_proto::transport::connect(&addr.to_string()).await.unwrap());
+        member
+            .wait_for_leader(std::time::Duration::from_secs(10))
+            .await
+            .unwrap();
+        self.api = ApiClient::new(
+            berth_proto::transport::connect(&addr.to_string())
+                .await
+                .unwrap(),
+        );
         self.member = Some(member);
     }
 }
@@ -45,8 +60,14 @@ fn config_map(name: &str, value: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"key": value}})
 }
 
-async fn apply(api: &mut ApiClient<Channel>, object: &Value) -> Result<pb::ApplyResponse, tonic::Status> {
-    let request = pb::ApplyRequest { object: serde_json::to_vec(object).unwrap(), dry_run: false };
+async fn apply(
+    api: &mut ApiClient<Channel>,
+    object: &Value,
+) -> Result<pb::ApplyResponse, tonic::Status> {
+    let request = pb::ApplyRequest {
+        object: serde_json::to_vec(object).unwrap(),
+        dry_run: false,
+    };
     api.apply(request).await.map(|r| r.into_inner())
 }
 
@@ -55,19 +76,37 @@ fn object_of(bytes: &[u8]) -> Value {
 }
 
 async fn revision(api: &mut ApiClient<Channel>) -> u64 {
-    api.cluster(pb::ClusterRequest {}).await.unwrap().into_inner().revision
+    api.cluster(pb::ClusterRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .revision
 }
 
 fn cm_ref(name: &str) -> Option<pb::ObjectRef> {
-    Some(pb::ObjectRef { kind: "ConfigMap".into(), namespace: "default".into(), name: name.into() })
+    Some(pb::ObjectRef {
+        kind: "ConfigMap".into(),
+        namespace: "default".into(),
+        name: name.into(),
+    })
 }
 
 #[tokio::test]
 async fn t10_read_after_write_sees_it() {
     let mut f = start(|_| {}).await;
     for i in 0..20 {
-        apply(&mut f.api, &config_map("c", &i.to_string())).await.unwrap();
-        let got = f.api.get(pb::GetRequest { object: cm_ref("c"), stale_ok: false }).await.unwrap().into_inner();
+        apply(&mut f.api, &config_map("c", &i.to_string()))
+            .await
+            .unwrap();
+        let got = f
+            .api
+            .get(pb::GetRequest {
+                object: cm_ref("c"),
+                stale_ok: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(object_of(&got.object)["data"]["key"], i.to_string());
     }
 }
@@ -75,7 +114,9 @@ async fn t10_read_after_write_sees_it() {
 #[tokio::test]
 async fn t20_same_resource_version_one_wins_one_conflicts() {
     let mut f = start(|_| {}).await;
-    let created = apply(&mut f.api, &config_map("shared", "v0")).await.unwrap();
+    let created = apply(&mut f.api, &config_map("shared", "v0"))
+        .await
+        .unwrap();
     let rv = object_of(&created.object)["metadata"]["resourceVersion"].clone();
     let mut a = config_map("shared", "from-a");
     a["metadata"]["resourceVersion"] = rv.clone();
@@ -89,34 +130,68 @@ async fn t20_same_resource_version_one_wins_one_conflicts() {
     assert_eq!(ok, 1, "exactly one update wins: {results:?}");
     assert_eq!(conflicts.len(), 1);
     assert_eq!(conflicts[0].code(), Code::Aborted);
-    assert!(conflicts[0].message().starts_with("conflict:"), "{}", conflicts[0].message());
+    assert!(
+        conflicts[0].message().starts_with("conflict:"),
+        "{}",
+        conflicts[0].message()
+    );
 }
 
 #[tokio::test]
 async fn t30_invalid_objects_are_refused_and_nothing_is_stored() {
     let mut f = start(|_| {}).await;
     let before = revision(&mut f.api).await;
-    let bad_name = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Bad_Name"}});
-    assert_eq!(apply(&mut f.api, &bad_name).await.unwrap_err().code(), Code::InvalidArgument);
+    let bad_name =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Bad_Name"}});
+    assert_eq!(
+        apply(&mut f.api, &bad_name).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
     let unknown_kind = json!({"apiVersion": "v1", "kind": "Widget", "metadata": {"name": "w"}});
-    assert_eq!(apply(&mut f.api, &unknown_kind).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        apply(&mut f.api, &unknown_kind).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
     let no_namespace = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "nope"}});
     let error = apply(&mut f.api, &no_namespace).await.unwrap_err();
     assert_eq!(error.code(), Code::NotFound);
-    assert!(error.message().contains("namespace \"nope\" not found"), "{}", error.message());
-    assert_eq!(revision(&mut f.api).await, before, "a refused write must not advance the revision");
+    assert!(
+        error.message().contains("namespace \"nope\" not found"),
+        "{}",
+        error.message()
+    );
+    assert_eq!(
+        revision(&mut f.api).await,
+        before,
+        "a refused write must not advance the revision"
+    );
 }
 
 #[tokio::test]
 async fn t40_apply_reports_created_configured_unchanged() {
     let mut f = start(|_| {}).await;
     let outcome = |r: pb::ApplyResponse| r.outcome();
-    assert_eq!(outcome(apply(&mut f.api, &config_map("c", "1")).await.unwrap()), ApplyOutcome::Created);
-    assert_eq!(outcome(apply(&mut f.api, &config_map("c", "1")).await.unwrap()), ApplyOutcome::Unchanged);
-    assert_eq!(outcome(apply(&mut f.api, &config_map("c", "2")).await.unwrap()), ApplyOutcome::Configured);
-    let dry = pb::ApplyRequest { object: serde_json::to_vec(&config_map("d", "1")).unwrap(), dry_run: true };
+    assert_eq!(
+        outcome(apply(&mut f.api, &config_map("c", "1")).await.unwrap()),
+        ApplyOutcome::Created
+    );
+    assert_eq!(
+        outcome(apply(&mut f.api, &config_map("c", "1")).await.unwrap()),
+        ApplyOutcome::Unchanged
+    );
+    assert_eq!(
+        outcome(apply(&mut f.api, &config_map("c", "2")).await.unwrap()),
+        ApplyOutcome::Configured
+    );
+    let dry = pb::ApplyRequest {
+        object: serde_json::to_vec(&config_map("d", "1")).unwrap(),
+        dry_run: true,
+    };
     let before = revision(&mut f.api).await;
-    assert_eq!(f.api.apply(dry).await.unwrap().into_inner().outcome(), ApplyOutcome::Created);
+    assert_eq!(
+        f.api.apply(dry).await.unwrap().into_inner().outcome(),
+        ApplyOutcome::Created
+    );
     assert_eq!(revision(&mut f.api).await, before, "dry run stores nothing");
 }
 
@@ -125,18 +200,33 @@ async fn t50_watch_replays_from_a_revision_then_follows() {
     let mut f = start(|_| {}).await;
     let from = revision(&mut f.api).await;
     for i in 0..3 {
-        apply(&mut f.api, &config_map(&format!("c{i}"), "x")).await.unwrap();
+        apply(&mut f.api, &config_map(&format!("c{i}"), "x"))
+            .await
+            .unwrap();
     }
-    let request = pb::WatchRequest { kind: "cm".into(), namespace: String::new(), label_selector: String::new(), from_revision: from };
+    let request = pb::WatchRequest {
+        kind: "cm".into(),
+        namespace: String::new(),
+        label_selector: String::new(),
+        from_revision: from,
+    };
     let mut stream = f.api.watch(request).await.unwrap().into_inner();
     let mut names = Vec::new();
     for _ in 0..3 {
         let event = stream.next().await.unwrap().unwrap();
         assert_eq!(event.r#type(), pb::EventType::Added);
-        names.push(object_of(&event.object)["metadata"]["name"].as_str().unwrap().to_string());
+        names.push(
+            object_of(&event.object)["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     assert_eq!(names, ["c0", "c1", "c2"]);
-    let delete = pb::DeleteRequest { object: cm_ref("c1"), resource_version: 0 };
+    let delete = pb::DeleteRequest {
+        object: cm_ref("c1"),
+        resource_version: 0,
+    };
     f.api.delete(delete).await.unwrap();
     let event = stream.next().await.unwrap().unwrap();
     assert_eq!(event.r#type(), pb::EventType::Deleted);
@@ -148,35 +238,59 @@ async fn t60_watch_from_a_revision_no_longer_retained_is_expired() {
     let mut f = start(|c| c.watch_history = 5).await;
     let from = revision(&mut f.api).await;
     for i in 0..10 {
-        apply(&mut f.api, &config_map("c", &i.to_string())).await.unwrap();
+        apply(&mut f.api, &config_map("c", &i.to_string()))
+            .await
+            .unwrap();
     }
-    let request = pb::WatchRequest { kind: "cm".into(), namespace: String::new(), label_selector: String::new(), from_revision: from };
+    let request = pb::WatchRequest {
+        kind: "cm".into(),
+        namespace: String::new(),
+        label_selector: String::new(),
+        from_revision: from,
+    };
     let error = match f.api.watch(request).await {
         Err(status) => status,
         Ok(stream) => stream.into_inner().next().await.unwrap().unwrap_err(),
     };
     assert_eq!(error.code(), Code::OutOfRange);
-    assert!(error.message().starts_with("expired: relist"), "{}", error.message());
+    assert!(
+        error.message().starts_with("expired: relist"),
+        "{}",
+        error.message()
+    );
 }
 
 #[tokio::test]
 async fn t70_snapshots_compact_the_log_and_restart_restores_everything() {
     let mut f = start(|c| c.snapshot_threshold = 10).await;
     for i in 0..40 {
-        apply(&mut f.api, &config_map(&format!("c{i}"), "x")).await.unwrap();
+        apply(&mut f.api, &config_map(&format!("c{i}"), "x"))
+            .await
+            .unwrap();
     }
     let raft = f.member.as_ref().unwrap().raft.clone();
     let metrics = raft
         .wait(Some(std::time::Duration::from_secs(10)))
-        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= 30), "a snapshot covers most writes")
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index >= 30),
+            "a snapshot covers most writes",
+        )
         .await
         .expect("a snapshot is built");
     assert!(metrics.purged.is_some() || metrics.snapshot.is_some());
     let before = revision(&mut f.api).await;
     f.restart().await;
     assert_eq!(revision(&mut f.api).await, before);
-    let list = pb::ListRequest { kind: "ConfigMap".into(), namespace: "default".into(), label_selector: String::new(), stale_ok: false };
-    assert_eq!(f.api.list(list).await.unwrap().into_inner().objects.len(), 40);
+    let list = pb::ListRequest {
+        kind: "ConfigMap".into(),
+        namespace: "default".into(),
+        label_selector: String::new(),
+        stale_ok: false,
+    };
+    assert_eq!(
+        f.api.list(list).await.unwrap().into_inner().objects.len(),
+        40
+    );
 }
 
 #[tokio::test]
@@ -187,22 +301,61 @@ async fn t80_label_selectors_filter_lists() {
         cm["metadata"]["labels"] = json!({"tier": tier});
         apply(&mut f.api, &cm).await.unwrap();
     }
-    let list = pb::ListRequest { kind: "cm".into(), namespace: String::new(), label_selector: "tier=front".into(), stale_ok: false };
+    let list = pb::ListRequest {
+        kind: "cm".into(),
+        namespace: String::new(),
+        label_selector: "tier=front".into(),
+        stale_ok: false,
+    };
     let objects = f.api.list(list).await.unwrap().into_inner().objects;
-    let names: Vec<_> = objects.iter().map(|o| object_of(o)["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<_> = objects
+        .iter()
+        .map(|o| {
+            object_of(o)["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     assert_eq!(names, ["a", "c"]);
 }
 
 #[tokio::test]
 async fn t90_deleting_a_namespace_deletes_its_objects() {
     let mut f = start(|_| {}).await;
-    apply(&mut f.api, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}})).await.unwrap();
+    apply(
+        &mut f.api,
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}),
+    )
+    .await
+    .unwrap();
     let mut cm = config_map("c", "x");
     cm["metadata"]["namespace"] = json!("team");
     apply(&mut f.api, &cm).await.unwrap();
-    let ns = pb::ObjectRef { kind: "Namespace".into(), namespace: String::new(), name: "team".into() };
-    f.api.delete(pb::DeleteRequest { object: Some(ns), resource_version: 0 }).await.unwrap();
-    let gone = pb::ObjectRef { kind: "ConfigMap".into(), namespace: "team".into(), name: "c".into() };
-    let error = f.api.get(pb::GetRequest { object: Some(gone), stale_ok: false }).await.unwrap_err();
+    let ns = pb::ObjectRef {
+        kind: "Namespace".into(),
+        namespace: String::new(),
+        name: "team".into(),
+    };
+    f.api
+        .delete(pb::DeleteRequest {
+            object: Some(ns),
+            resource_version: 0,
+        })
+        .await
+        .unwrap();
+    let gone = pb::ObjectRef {
+        kind: "ConfigMap".into(),
+        namespace: "team".into(),
+        name: "c".into(),
+    };
+    let error = f
+        .api
+        .get(pb::GetRequest {
+            object: Some(gone),
+            stale_ok: false,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Code::NotFound);
 }

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 pub fn isolate_network() {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .expect("unshare(CLONE_NEWNET) failed: these tests need root");
-    let status = Command::new("ip").args(["link", "set", "lo", "up"]).status().expect("running `ip` (iproute2)");
+    let status = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("running `ip` (iproute2)");
     assert!(status.success(), "ip link set lo up failed");
 }
 
@@ -41,13 +44,19 @@ impl Server {
             .expect("spawn berth server");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read server output");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read server output");
         let Some(addr) = line.trim().strip_prefix("api: ") else {
             let _ = child.kill();
             let status = child.wait();
             panic!("berth server did not report its address (printed {line:?}, exit {status:?})");
         };
-        Server { addr: addr.to_string(), child: Some(child), data_dir }
+        Server {
+            addr: addr.to_string(),
+            child: Some(child),
+            data_dir,
+        }
     }
 
     /// SIGKILL, as a crash would.
@@ -86,7 +95,9 @@ impl Default for TestEnv {
 
 impl TestEnv {
     pub fn new() -> TestEnv {
-        TestEnv { root: tempfile::tempdir().expect("temp dir") }
+        TestEnv {
+            root: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     /// A command with this environment's XDG directories and no BERTH_SERVER from outside.
@@ -96,7 +107,10 @@ impl TestEnv {
             .env("XDG_CONFIG_HOME", self.root.path().join("config"))
             .env("XDG_DATA_HOME", self.root.path().join("data"))
             .env_remove("BERTH_SERVER")
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            );
         command
     }
 
@@ -110,13 +124,22 @@ impl TestEnv {
         let mut child = self
             .command(berth)
             .args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn berth");
         if let Some(bytes) = stdin {
-            child.stdin.take().expect("piped stdin").write_all(bytes).expect("write stdin");
+            child
+                .stdin
+                .take()
+                .expect("piped stdin")
+                .write_all(bytes)
+                .expect("write stdin");
         }
         Run(child.wait_with_output().expect("wait for berth"))
     }
@@ -137,12 +160,23 @@ impl Run {
     }
     /// Panics with both outputs unless the command succeeded.
     pub fn ok(self) -> Self {
-        assert!(self.success(), "berth failed ({:?})\nstdout:\n{}\nstderr:\n{}", self.0.status, self.stdout(), self.stderr());
+        assert!(
+            self.success(),
+            "berth failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+            self.0.status,
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
     /// Panics unless the command failed.
     pub fn failed(self) -> Self {
-        assert!(!self.success(), "berth should have failed\nstdout:\n{}\nstderr:\n{}", self.stdout(), self.stderr());
+        assert!(
+            !self.success(),
+            "berth should have failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
 }

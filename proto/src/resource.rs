@@ -303,7 +303,10 @@ mod tests {
         assert_eq!(node.storage_key(), "Node//n1");
         assert_eq!(ObjectKey::from_storage_key("Node//n1"), Some(node));
         let config = ObjectKey::new(Kind::ConfigMap, "team", "c");
-        assert_eq!(ObjectKey::from_storage_key("ConfigMap/team/c"), Some(config));
+        assert_eq!(
+            ObjectKey::from_storage_key("ConfigMap/team/c"),
+            Some(config)
+        );
     }
 
     #[test]

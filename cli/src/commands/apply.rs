@@ -35,7 +35,10 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
     let mut failed = false;
     for object in objects {
         let key = object.resource.key();
-        let request = ApplyRequest { object: object.resource.to_json(), dry_run: args.dry_run };
+        let request = ApplyRequest {
+            object: object.resource.to_json(),
+            dry_run: args.dry_run,
+        };
         match api.apply(request).await {
             Ok(response) => {
                 let outcome = match response.into_inner().outcome() {
@@ -48,9 +51,18 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
             }
             Err(status) => {
                 failed = true;
-                eprintln!("{}:{}: {}", object.file, object.line, client::server_error(status));
+                eprintln!(
+                    "{}:{}: {}",
+                    object.file,
+                    object.line,
+                    client::server_error(status)
+                );
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -41,13 +41,19 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
         }
         let kind: berth_proto::Kind = kind.parse()?;
         let namespace = args.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
-        names.iter().map(|name| ObjectKey::new(kind, namespace, name)).collect()
+        names
+            .iter()
+            .map(|name| ObjectKey::new(kind, namespace, name))
+            .collect()
     };
 
     let mut api = client::connect(server).await?;
     let mut failed = false;
     for key in keys {
-        let request = DeleteRequest { object: Some(client::object_ref(&key)), resource_version: 0 };
+        let request = DeleteRequest {
+            object: Some(client::object_ref(&key)),
+            resource_version: 0,
+        };
         match api.delete(request).await {
             Ok(_) => println!("{} \"{}\" deleted", key.kind.qualified_name(), key.name),
             Err(status) if status.code() == tonic::Code::NotFound && args.ignore_not_found => {}
@@ -57,5 +63,9 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

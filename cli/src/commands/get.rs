@@ -47,11 +47,19 @@ struct Query {
 
 impl Query {
     fn namespace_for(&self, kind: Kind) -> String {
-        if self.all_namespaces || !kind.namespaced() { String::new() } else { self.namespace.clone() }
+        if self.all_namespaces || !kind.namespaced() {
+            String::new()
+        } else {
+            self.namespace.clone()
+        }
     }
 
     fn wants(&self, object: &Resource) -> bool {
-        self.names.is_empty() || self.names.iter().any(|n| Some(n) == object.metadata().name.as_ref())
+        self.names.is_empty()
+            || self
+                .names
+                .iter()
+                .any(|n| Some(n) == object.metadata().name.as_ref())
     }
 }
 
@@ -61,7 +69,10 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
         bail!("--watch follows one kind at a time");
     }
     let query = Query {
-        namespace: args.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+        namespace: args
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
         all_namespaces: args.all_namespaces,
         selector: args.selector.clone().unwrap_or_default(),
         names: args.names.clone(),
@@ -99,9 +110,14 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
             }
         }
         Some(format) => {
-            let objects: Vec<&Resource> = listed.iter().flat_map(|(_, objects, _)| objects).collect();
+            let objects: Vec<&Resource> =
+                listed.iter().flat_map(|(_, objects, _)| objects).collect();
             let single = query.names.len() == 1 && kinds.len() == 1;
-            let revision = listed.iter().map(|(_, _, revision)| *revision).max().unwrap_or(0);
+            let revision = listed
+                .iter()
+                .map(|(_, _, revision)| *revision)
+                .max()
+                .unwrap_or(0);
             print_objects(format, &objects, single, revision)?;
         }
     }
@@ -124,18 +140,31 @@ fn nothing_found(kinds: &[Kind], query: &Query) -> String {
 }
 
 /// The objects of one kind the query selects, and the revision they were read at.
-async fn fetch(api: &mut ApiClient<Channel>, kind: Kind, query: &Query) -> Result<(Vec<Resource>, u64)> {
+async fn fetch(
+    api: &mut ApiClient<Channel>,
+    kind: Kind,
+    query: &Query,
+) -> Result<(Vec<Resource>, u64)> {
     let namespace = query.namespace_for(kind);
     if !query.names.is_empty() && query.selector.is_empty() {
         let mut objects = Vec::new();
         for name in &query.names {
             let key = ObjectKey::new(kind, &namespace, name);
-            match api.get(GetRequest { object: Some(client::object_ref(&key)), stale_ok: false }).await {
+            match api
+                .get(GetRequest {
+                    object: Some(client::object_ref(&key)),
+                    stale_ok: false,
+                })
+                .await
+            {
                 Ok(response) => objects.push(client::decode(&response.into_inner().object)?),
                 Err(status) => eprintln!("{}", client::server_error(status)),
             }
         }
-        let revision = api.cluster(berth_proto::pb::ClusterRequest {}).await.map_err(client::server_error)?;
+        let revision = api
+            .cluster(berth_proto::pb::ClusterRequest {})
+            .await
+            .map_err(client::server_error)?;
         return Ok((objects, revision.into_inner().revision));
     }
     let request = ListRequest {
@@ -144,7 +173,11 @@ async fn fetch(api: &mut ApiClient<Channel>, kind: Kind, query: &Query) -> Resul
         label_selector: query.selector.clone(),
         stale_ok: false,
     };
-    let list = api.list(request).await.map_err(client::server_error)?.into_inner();
+    let list = api
+        .list(request)
+        .await
+        .map_err(client::server_error)?
+        .into_inner();
     let mut objects = Vec::with_capacity(list.objects.len());
     for bytes in &list.objects {
         let object = client::decode(bytes)?;
@@ -203,7 +236,11 @@ async fn watch(
             label_selector: query.selector.clone(),
             from_revision: revision,
         };
-        let mut stream = api.watch(request).await.map_err(client::server_error)?.into_inner();
+        let mut stream = api
+            .watch(request)
+            .await
+            .map_err(client::server_error)?
+            .into_inner();
         while let Some(item) = stream.next().await {
             match item {
                 Ok(event) => {
@@ -228,12 +265,24 @@ async fn watch(
     }
 }
 
-fn print_event(event: EventType, object: &Resource, format: Option<Format>, options: &TableOptions) -> Result<()> {
+fn print_event(
+    event: EventType,
+    object: &Resource,
+    format: Option<Format>,
+    options: &TableOptions,
+) -> Result<()> {
     match format {
         None | Some(Format::Wide) => {
             let table = output::table(object.kind(), std::slice::from_ref(object), options);
             // The header was printed with the list; each change is one more row.
-            print!("{}", table.lines().skip(1).map(|l| format!("{l}\n")).collect::<String>());
+            print!(
+                "{}",
+                table
+                    .lines()
+                    .skip(1)
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>()
+            );
         }
         Some(Format::Name) => println!("{}", client::display_name(&object.key())),
         Some(format) => {

@@ -29,7 +29,9 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
-    let data_dir = args.data_dir.unwrap_or_else(|| client::data_home().join("server"));
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| client::data_home().join("server"));
     let mut config = MemberConfig::new(&data_dir);
     config.listen = args.listen;
     config.init = args.init;
@@ -37,8 +39,18 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     config.watch_history = args.watch_history;
     let mut member = Member::start(config).await?;
     if args.init {
-        let path = client::write_config(&ClientConfig { server: member.addr.to_string() })?;
+        let path = client::write_config(&ClientConfig {
+            server: member.addr.to_string(),
+        })?;
         tracing::info!("client config written to {}", path.display());
+    }
+    // Serve clients once there is a leader to take their writes (in a one-member cluster,
+    // this member after one election timeout); a leaderless cluster still says where it is.
+    if let Err(e) = member
+        .wait_for_leader(std::time::Duration::from_secs(10))
+        .await
+    {
+        tracing::warn!("no leader yet: {e}");
     }
     // The first line of output says where to reach the cluster (scripts read it).
     println!("api: {}", member.addr);

@@ -12,7 +12,9 @@ pub fn store_status(error: StoreError) -> Status {
     let message = error.to_string();
     match error {
         StoreError::Conflict { .. } | StoreError::Gone { .. } => Status::aborted(message),
-        StoreError::NotFound { .. } | StoreError::NamespaceNotFound { .. } => Status::not_found(message),
+        StoreError::NotFound { .. } | StoreError::NamespaceNotFound { .. } => {
+            Status::not_found(message)
+        }
         StoreError::Invalid(_) => Status::invalid_argument(message),
     }
 }
@@ -26,18 +28,23 @@ pub fn read_error_status(error: ReadError) -> Status {
 
 fn not_leader(leader: Option<MemberId>, node: Option<&BasicNode>) -> Status {
     match (leader, node) {
-        (Some(id), Some(node)) => {
-            Status::unavailable(format!("this member is not the leader; member {id} at {} is", node.addr))
-        }
+        (Some(id), Some(node)) => Status::unavailable(format!(
+            "this member is not the leader; member {id} at {} is",
+            node.addr
+        )),
         _ => Status::unavailable("no leader elected yet; retry shortly"),
     }
 }
 
 pub fn write_status(error: RaftError<MemberId, ClientWriteError<MemberId, BasicNode>>) -> Status {
     match error {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(f.leader_id, f.leader_node.as_ref()),
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            not_leader(f.leader_id, f.leader_node.as_ref())
+        }
         RaftError::APIError(e) => Status::failed_precondition(e.to_string()),
-        RaftError::Fatal(e) => Status::unavailable(format!("the store is shutting down or failed: {e}")),
+        RaftError::Fatal(e) => {
+            Status::unavailable(format!("the store is shutting down or failed: {e}"))
+        }
     }
 }
 
@@ -47,6 +54,8 @@ pub fn read_status(error: RaftError<MemberId, CheckIsLeaderError<MemberId, Basic
             not_leader(f.leader_id, f.leader_node.as_ref())
         }
         RaftError::APIError(e) => Status::unavailable(e.to_string()),
-        RaftError::Fatal(e) => Status::unavailable(format!("the store is shutting down or failed: {e}")),
+        RaftError::Fatal(e) => {
+            Status::unavailable(format!("the store is shutting down or failed: {e}"))
+        }
     }
 }

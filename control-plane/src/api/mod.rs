@@ -30,7 +30,11 @@ impl ApiService {
 
     /// Proposes a command through Raft and waits until it is applied here.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, Status> {
-        let response = self.raft.client_write(command).await.map_err(write_status)?;
+        let response = self
+            .raft
+            .client_write(command)
+            .await
+            .map_err(write_status)?;
         Ok(response.data)
     }
 
@@ -56,16 +60,22 @@ impl ApiService {
 
 /// The object a client sent, decoded, validated and defaulted.
 fn admit(bytes: &[u8]) -> Result<Resource, Status> {
-    let mut object = Resource::from_json(bytes).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let mut object =
+        Resource::from_json(bytes).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let errors = berth_proto::validation::validate(&object);
     if !errors.is_empty() {
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        return Err(Status::invalid_argument(format!("{} is invalid:\n{}", object.key(), lines.join("\n"))));
+        return Err(Status::invalid_argument(format!(
+            "{} is invalid:\n{}",
+            object.key(),
+            lines.join("\n")
+        )));
     }
     let kind = object.kind();
     let meta = object.metadata_mut();
     if kind.namespaced() {
-        meta.namespace.get_or_insert_with(|| DEFAULT_NAMESPACE.to_string());
+        meta.namespace
+            .get_or_insert_with(|| DEFAULT_NAMESPACE.to_string());
     } else {
         meta.namespace = None;
     }
@@ -74,7 +84,10 @@ fn admit(bytes: &[u8]) -> Result<Resource, Status> {
         if let Some(strings) = secret.string_data.take() {
             let data = secret.data.get_or_insert_with(Default::default);
             for (key, value) in strings {
-                data.insert(key, berth_proto::k8s_openapi::ByteString(value.into_bytes()));
+                data.insert(
+                    key,
+                    berth_proto::k8s_openapi::ByteString(value.into_bytes()),
+                );
             }
         }
     }
@@ -82,13 +95,19 @@ fn admit(bytes: &[u8]) -> Result<Resource, Status> {
 }
 
 fn parse_kind(kind: &str) -> Result<Kind, Status> {
-    Kind::from_alias(kind).ok_or_else(|| Status::invalid_argument(berth_proto::resource::UnknownKind(kind.into()).to_string()))
+    Kind::from_alias(kind).ok_or_else(|| {
+        Status::invalid_argument(berth_proto::resource::UnknownKind(kind.into()).to_string())
+    })
 }
 
 fn parse_key(object: Option<pb::ObjectRef>) -> Result<ObjectKey, Status> {
     let object = object.ok_or_else(|| Status::invalid_argument("object reference is required"))?;
     let kind = parse_kind(&object.kind)?;
-    let namespace = if object.namespace.is_empty() { DEFAULT_NAMESPACE.to_string() } else { object.namespace };
+    let namespace = if object.namespace.is_empty() {
+        DEFAULT_NAMESPACE.to_string()
+    } else {
+        object.namespace
+    };
     Ok(ObjectKey::new(kind, namespace, object.name))
 }
 
@@ -101,9 +120,9 @@ fn labels_match(selector: &Selector, object: &Value) -> bool {
     if selector.is_empty() {
         return true;
     }
-    let labels = object
-        .pointer("/metadata/labels")
-        .and_then(|l| serde_json::from_value::<std::collections::BTreeMap<String, String>>(l.clone()).ok());
+    let labels = object.pointer("/metadata/labels").and_then(|l| {
+        serde_json::from_value::<std::collections::BTreeMap<String, String>>(l.clone()).ok()
+    });
     selector.matches(labels.as_ref())
 }
 
@@ -113,14 +132,18 @@ fn to_json(object: &Value) -> Vec<u8> {
 
 #[tonic::async_trait]
 impl Api for ApiService {
-    async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
+    async fn apply(
+        &self,
+        request: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
         let request = request.into_inner();
         let object = admit(&request.object)?;
         let key = object.key();
         let value = object.to_value();
         let now = jiff::Timestamp::now().to_string();
         let uid = uuid::Uuid::new_v4().to_string();
-        let span = tracing::info_span!("apply", object = %key.storage_key(), dry_run = request.dry_run);
+        let span =
+            tracing::info_span!("apply", object = %key.storage_key(), dry_run = request.dry_run);
         let _guard = span.enter();
 
         let (outcome, stored) = if request.dry_run {
@@ -129,15 +152,30 @@ impl Api for ApiService {
             let (existing, revision) = self
                 .read(move |store| Ok((store.get(&read_key)?, store.revision()?)))
                 .await?;
-            let existing: Option<Value> = existing.map(|b| serde_json::from_slice(&b)).transpose().map_err(|e| Status::internal(e.to_string()))?;
-            let (outcome, object) = apply::decide_apply(&key, existing.as_ref(), value, &uid, &now, revision + 1)
-                .map_err(store_status)?;
+            let existing: Option<Value> = existing
+                .map(|b| serde_json::from_slice(&b))
+                .transpose()
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let (outcome, object) =
+                apply::decide_apply(&key, existing.as_ref(), value, &uid, &now, revision + 1)
+                    .map_err(store_status)?;
             (outcome, object.or(existing).unwrap_or_default())
         } else {
-            match self.propose(Command::Apply { object: value, uid, now }).await? {
+            match self
+                .propose(Command::Apply {
+                    object: value,
+                    uid,
+                    now,
+                })
+                .await?
+            {
                 CommandResult::Applied { outcome, object } => (outcome, object),
                 CommandResult::Failed(error) => return Err(store_status(error)),
-                other => return Err(Status::internal(format!("unexpected apply result {other:?}"))),
+                other => {
+                    return Err(Status::internal(format!(
+                        "unexpected apply result {other:?}"
+                    )))
+                }
             }
         };
         tracing::debug!(outcome = outcome.as_str(), "applied");
@@ -146,10 +184,17 @@ impl Api for ApiService {
             Outcome::Configured => ApplyOutcome::Configured,
             Outcome::Unchanged => ApplyOutcome::Unchanged,
         };
-        Ok(Response::new(pb::ApplyResponse { outcome: outcome as i32, object: to_json(&stored), warnings: vec![] }))
+        Ok(Response::new(pb::ApplyResponse {
+            outcome: outcome as i32,
+            object: to_json(&stored),
+            warnings: vec![],
+        }))
     }
 
-    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::ObjectResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::ObjectResponse>, Status> {
         let request = request.into_inner();
         let key = parse_key(request.object)?;
         self.linearize(request.stale_ok).await?;
@@ -160,49 +205,76 @@ impl Api for ApiService {
         }
     }
 
-    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
         let request = request.into_inner();
         let kind = parse_kind(&request.kind)?;
         let selector = parse_selector(&request.label_selector)?;
         self.linearize(request.stale_ok).await?;
         let namespace = Some(request.namespace).filter(|n| !n.is_empty());
-        let (objects, revision) = self.read(move |store| store.list(kind, namespace.as_deref())).await?;
+        let (objects, revision) = self
+            .read(move |store| store.list(kind, namespace.as_deref()))
+            .await?;
         let objects = if selector.is_empty() {
             objects
         } else {
             objects
                 .into_iter()
-                .filter(|bytes| serde_json::from_slice(bytes).is_ok_and(|v: Value| labels_match(&selector, &v)))
+                .filter(|bytes| {
+                    serde_json::from_slice(bytes).is_ok_and(|v: Value| labels_match(&selector, &v))
+                })
                 .collect()
         };
         Ok(Response::new(pb::ListResponse { objects, revision }))
     }
 
-    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::ObjectResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::ObjectResponse>, Status> {
         let request = request.into_inner();
         let key = parse_key(request.object)?;
         let resource_version = Some(request.resource_version).filter(|v| *v != 0);
-        match self.propose(Command::Delete { key, resource_version }).await? {
-            CommandResult::Deleted { object } => Ok(Response::new(pb::ObjectResponse { object: to_json(&object) })),
+        match self
+            .propose(Command::Delete {
+                key,
+                resource_version,
+            })
+            .await?
+        {
+            CommandResult::Deleted { object } => Ok(Response::new(pb::ObjectResponse {
+                object: to_json(&object),
+            })),
             CommandResult::Failed(error) => Err(store_status(error)),
-            other => Err(Status::internal(format!("unexpected delete result {other:?}"))),
+            other => Err(Status::internal(format!(
+                "unexpected delete result {other:?}"
+            ))),
         }
     }
 
     type WatchStream = watch::WatchStream;
 
-    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let request = request.into_inner();
         let filter = watch::Filter {
             kind: parse_kind(&request.kind)?,
             namespace: Some(request.namespace).filter(|n| !n.is_empty()),
             selector: parse_selector(&request.label_selector)?,
         };
-        let stream = watch::start(self.store.clone(), &self.hub, filter, request.from_revision).await?;
+        let stream =
+            watch::start(self.store.clone(), &self.hub, filter, request.from_revision).await?;
         Ok(Response::new(stream))
     }
 
-    async fn cluster(&self, _request: Request<pb::ClusterRequest>) -> Result<Response<pb::ClusterResponse>, Status> {
+    async fn cluster(
+        &self,
+        _request: Request<pb::ClusterRequest>,
+    ) -> Result<Response<pb::ClusterResponse>, Status> {
         let revision = self.read(|store| store.revision()).await?;
         let metrics = self.raft.metrics().borrow().clone();
         Ok(Response::new(pb::ClusterResponse {

@@ -13,7 +13,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-pub type WatchStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+pub type WatchStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 
 pub struct Filter {
     pub kind: Kind,
@@ -24,7 +25,10 @@ pub struct Filter {
 impl Filter {
     fn matches(&self, event: &StoredEvent) -> bool {
         event.key.kind == self.kind
-            && self.namespace.as_ref().is_none_or(|ns| !self.kind.namespaced() || *ns == event.key.namespace)
+            && self
+                .namespace
+                .as_ref()
+                .is_none_or(|ns| !self.kind.namespaced() || *ns == event.key.namespace)
             && super::labels_match(&self.selector, &event.object)
     }
 }
@@ -38,10 +42,18 @@ async fn history(store: &ObjectStore, from: u64) -> Result<Vec<StoredEvent>, Sta
 }
 
 fn expired(from: u64) -> Status {
-    read_error_status(ReadError::Expired { requested: from, oldest: from + 1 })
+    read_error_status(ReadError::Expired {
+        requested: from,
+        oldest: from + 1,
+    })
 }
 
-pub async fn start(store: ObjectStore, hub: &WatchHub, filter: Filter, from: u64) -> Result<WatchStream, Status> {
+pub async fn start(
+    store: ObjectStore,
+    hub: &WatchHub,
+    filter: Filter,
+    from: u64,
+) -> Result<WatchStream, Status> {
     // Subscribe before reading, so nothing committed in between is missed.
     let mut live = hub.subscribe();
     let (backlog, mut last) = if from == 0 {
@@ -111,5 +123,7 @@ async fn send(
         object: serde_json::to_vec(&event.object).expect("JSON values serialise"),
         revision: event.revision,
     };
-    tx.send(Ok(message)).await.map_err(|_| Status::cancelled("watcher went away"))
+    tx.send(Ok(message))
+        .await
+        .map_err(|_| Status::cancelled("watcher went away"))
 }

@@ -35,20 +35,31 @@ impl LogStore {
         Ok(LogStore { db })
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(db: &Database, name: &str) -> Result<Option<T>, StorageError> {
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        db: &Database,
+        name: &str,
+    ) -> Result<Option<T>, StorageError> {
         let txn = db.begin_read().map_err(read_err)?;
         let table = txn.open_table(LOG_META).map_err(read_err)?;
         match table.get(name).map_err(read_err)? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(bytes.value()).map_err(|e| read_err(e))?)),
+            Some(bytes) => Ok(Some(
+                serde_json::from_slice(bytes.value()).map_err(|e| read_err(e))?,
+            )),
             None => Ok(None),
         }
     }
 
-    fn write_meta<T: serde::Serialize>(db: &Database, name: &str, value: &T, durable: bool) -> Result<(), StorageError> {
+    fn write_meta<T: serde::Serialize>(
+        db: &Database,
+        name: &str,
+        value: &T,
+        durable: bool,
+    ) -> Result<(), StorageError> {
         let mut txn = db.begin_write().map_err(write_err)?;
         if !durable {
             // Losing it only means re-applying a little more of the log after a crash.
-            txn.set_durability(redb::Durability::None).map_err(write_err)?;
+            txn.set_durability(redb::Durability::None)
+                .map_err(write_err)?;
         }
         {
             let mut table = txn.open_table(LOG_META).map_err(write_err)?;
@@ -99,10 +110,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let txn = db.begin_read().map_err(read_err)?;
             let table = txn.open_table(LOG).map_err(read_err)?;
             let last = match table.last().map_err(read_err)? {
-                Some((_, value)) => Some(serde_json::from_slice::<Entry>(value.value()).map_err(|e| read_err(e))?.log_id),
+                Some((_, value)) => Some(
+                    serde_json::from_slice::<Entry>(value.value())
+                        .map_err(|e| read_err(e))?
+                        .log_id,
+                ),
                 None => None,
             };
-            Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+            Ok(LogState {
+                last_purged_log_id,
+                last_log_id: last.or(last_purged_log_id),
+            })
         })
         .await
     }
@@ -113,8 +131,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<MemberId>) -> Result<(), StorageError> {
         let (db, vote) = (self.db.clone(), *vote);
-        blocking(move || Self::write_meta(&db, "vote", &vote, true).map_err(|e| StorageIOError::write_vote(&e).into()))
-            .await
+        blocking(move || {
+            Self::write_meta(&db, "vote", &vote, true)
+                .map_err(|e| StorageIOError::write_vote(&e).into())
+        })
+        .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<MemberId>>, StorageError> {
@@ -132,7 +153,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         blocking(move || Ok(Self::read_meta::<Option<LogId>>(&db, "committed")?.flatten())).await
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -145,7 +170,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let mut table = txn.open_table(LOG).map_err(write_err)?;
                 for entry in &entries {
                     let bytes = serde_json::to_vec(entry).map_err(|e| write_err(e))?;
-                    table.insert(entry.log_id.index, bytes.as_slice()).map_err(write_err)?;
+                    table
+                        .insert(entry.log_id.index, bytes.as_slice())
+                        .map_err(write_err)?;
                 }
             }
             txn.commit().map_err(write_err)
@@ -162,7 +189,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let db = self.db.clone();
         blocking(move || {
             let txn = db.begin_write().map_err(write_err)?;
-            txn.open_table(LOG).map_err(write_err)?.retain_in(log_id.index.., |_, _| false).map_err(write_err)?;
+            txn.open_table(LOG)
+                .map_err(write_err)?
+                .retain_in(log_id.index.., |_, _| false)
+                .map_err(write_err)?;
             txn.commit().map_err(write_err)
         })
         .await
@@ -175,8 +205,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             {
                 let mut meta = txn.open_table(LOG_META).map_err(write_err)?;
                 let bytes = serde_json::to_vec(&log_id).map_err(|e| write_err(e))?;
-                meta.insert("last_purged", bytes.as_slice()).map_err(write_err)?;
-                txn.open_table(LOG).map_err(write_err)?.retain_in(..=log_id.index, |_, _| false).map_err(write_err)?;
+                meta.insert("last_purged", bytes.as_slice())
+                    .map_err(write_err)?;
+                txn.open_table(LOG)
+                    .map_err(write_err)?
+                    .retain_in(..=log_id.index, |_, _| false)
+                    .map_err(write_err)?;
             }
             txn.commit().map_err(write_err)
         })

@@ -4,11 +4,13 @@
 use super::{MemberId, TypeConfig};
 use berth_proto::pb::raft_client::RaftClient;
 use berth_proto::pb::RaftMessage;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
@@ -24,7 +26,12 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Network;
 
     async fn new_client(&mut self, target: MemberId, node: &BasicNode) -> Network {
-        Network { target, client: berth_proto::transport::connect_lazy(&node.addr).ok().map(RaftClient::new) }
+        Network {
+            target,
+            client: berth_proto::transport::connect_lazy(&node.addr)
+                .ok()
+                .map(RaftClient::new),
+        }
     }
 }
 
@@ -33,19 +40,28 @@ pub struct Network {
     client: Option<RaftClient<Channel>>,
 }
 
-type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<MemberId, BasicNode, RaftError<MemberId, E>>>;
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<MemberId, BasicNode, RaftError<MemberId, E>>>;
 
 impl Network {
-    async fn call<Req, Resp, E>(&mut self, method: Method, request: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    async fn call<Req, Resp, E>(
+        &mut self,
+        method: Method,
+        request: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
         let Some(client) = self.client.as_mut() else {
-            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other("invalid member address"))));
+            return Err(RPCError::Unreachable(Unreachable::new(
+                &std::io::Error::other("invalid member address"),
+            )));
         };
-        let data = serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let data =
+            serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut message = tonic::Request::new(RaftMessage { data });
         message.set_timeout(option.hard_ttl());
         let reply = match method {
@@ -60,7 +76,8 @@ impl Network {
             _ => RPCError::Network(NetworkError::new(&status)),
         })?;
         let result: Result<Resp, RaftError<MemberId, E>> =
-            serde_json::from_slice(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            serde_json::from_slice(&reply.into_inner().data)
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -89,7 +106,11 @@ impl RaftNetwork<TypeConfig> for Network {
         self.call(Method::InstallSnapshot, &rpc, &option).await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<MemberId>, option: RPCOption) -> RpcResult<VoteResponse<MemberId>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<MemberId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<MemberId>> {
         self.call(Method::Vote, &rpc, &option).await
     }
 }

@@ -29,7 +29,10 @@ fn encode<T: Serialize>(reply: T) -> Result<Response<RaftMessage>, Status> {
 
 #[tonic::async_trait]
 impl Raft for RaftService {
-    async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         encode(self.raft.append_entries(decode(request)?).await)
     }
 
@@ -37,7 +40,10 @@ impl Raft for RaftService {
         encode(self.raft.vote(decode(request)?).await)
     }
 
-    async fn install_snapshot(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         encode(self.raft.install_snapshot(decode(request)?).await)
     }
 }

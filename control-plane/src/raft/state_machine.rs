@@ -9,7 +9,9 @@
 use super::{blocking, Entry, LogId, MemberId, StorageError, TypeConfig};
 use crate::store::{CommandResult, ObjectStore, StoreSnapshot, WatchHub};
 use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{BasicNode, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership};
+use openraft::{
+    BasicNode, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
+};
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
@@ -55,7 +57,9 @@ impl StateMachine {
         Ok(StateMachine { db, store, hub })
     }
 
-    fn read_applied(txn: &redb::ReadTransaction) -> Result<(Option<LogId>, Membership), StorageError> {
+    fn read_applied(
+        txn: &redb::ReadTransaction,
+    ) -> Result<(Option<LogId>, Membership), StorageError> {
         let table = txn.open_table(SM_META).map_err(sm_read)?;
         let last_applied = match table.get("last_applied").map_err(sm_read)? {
             Some(v) => serde_json::from_slice(v.value()).map_err(sm_read)?,
@@ -69,7 +73,11 @@ impl StateMachine {
     }
 }
 
-fn put_json<T: Serialize>(table: &mut redb::Table<&str, &[u8]>, key: &str, value: &T) -> Result<(), StorageError> {
+fn put_json<T: Serialize>(
+    table: &mut redb::Table<&str, &[u8]>,
+    key: &str,
+    value: &T,
+) -> Result<(), StorageError> {
     let bytes = serde_json::to_vec(value).map_err(sm_write)?;
     table.insert(key, bytes.as_slice()).map_err(sm_write)?;
     Ok(())
@@ -84,13 +92,26 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let (last_applied, membership) = Self::read_applied(&txn)?;
             let store = this.store.export(&txn).map_err(sm_read)?;
             drop(txn);
-            let data = serde_json::to_vec(&SnapshotData { last_applied, membership: membership.clone(), store })
-                .map_err(snap_err)?;
+            let data = serde_json::to_vec(&SnapshotData {
+                last_applied,
+                membership: membership.clone(),
+                store,
+            })
+            .map_err(snap_err)?;
             let snapshot_id = match last_applied {
-                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, jiff::Timestamp::now().as_millisecond()),
+                Some(id) => format!(
+                    "{}-{}-{}",
+                    id.leader_id.term,
+                    id.index,
+                    jiff::Timestamp::now().as_millisecond()
+                ),
                 None => format!("empty-{}", jiff::Timestamp::now().as_millisecond()),
             };
-            let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+            let meta = SnapshotMeta {
+                last_log_id: last_applied,
+                last_membership: membership,
+                snapshot_id,
+            };
             let txn = this.db.begin_write().map_err(snap_err)?;
             {
                 let mut table = txn.open_table(SNAPSHOT).map_err(snap_err)?;
@@ -98,7 +119,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 table.insert("data", data.as_slice()).map_err(snap_err)?;
             }
             txn.commit().map_err(snap_err)?;
-            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+            Ok(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(data)),
+            })
         })
         .await
     }
@@ -121,7 +145,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let this = self.clone();
         let (results, events) = blocking(move || {
             let mut txn = this.db.begin_write().map_err(sm_write)?;
-            txn.set_durability(redb::Durability::None).map_err(sm_write)?;
+            txn.set_durability(redb::Durability::None)
+                .map_err(sm_write)?;
             let mut results = Vec::with_capacity(entries.len());
             let mut events = Vec::new();
             {
@@ -131,12 +156,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     match &entry.payload {
                         EntryPayload::Blank => results.push(CommandResult::None),
                         EntryPayload::Normal(command) => {
-                            let (result, changes) = this.store.apply(&txn, command).map_err(sm_write)?;
+                            let (result, changes) =
+                                this.store.apply(&txn, command).map_err(sm_write)?;
                             results.push(result);
                             events.extend(changes);
                         }
                         EntryPayload::Membership(membership) => {
-                            put_json(&mut meta, "membership", &Membership::new(Some(entry.log_id), membership.clone()))?;
+                            put_json(
+                                &mut meta,
+                                "membership",
+                                &Membership::new(Some(entry.log_id), membership.clone()),
+                            )?;
                             results.push(CommandResult::None);
                         }
                     }
@@ -190,12 +220,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         blocking(move || {
             let txn = db.begin_read().map_err(sm_read)?;
             let table = txn.open_table(SNAPSHOT).map_err(sm_read)?;
-            let (Some(meta), Some(data)) = (table.get("meta").map_err(sm_read)?, table.get("data").map_err(sm_read)?)
-            else {
+            let (Some(meta), Some(data)) = (
+                table.get("meta").map_err(sm_read)?,
+                table.get("data").map_err(sm_read)?,
+            ) else {
                 return Ok(None);
             };
-            let meta: SnapshotMeta<MemberId, BasicNode> = serde_json::from_slice(meta.value()).map_err(sm_read)?;
-            Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data.value().to_vec())) }))
+            let meta: SnapshotMeta<MemberId, BasicNode> =
+                serde_json::from_slice(meta.value()).map_err(sm_read)?;
+            Ok(Some(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(data.value().to_vec())),
+            }))
         })
         .await
     }

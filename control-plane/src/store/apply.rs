@@ -22,7 +22,10 @@ pub enum Command {
         now: String,
     },
     /// Delete an object; with a resource version, only if it is still that version.
-    Delete { key: ObjectKey, resource_version: Option<u64> },
+    Delete {
+        key: ObjectKey,
+        resource_version: Option<u64>,
+    },
 }
 
 impl fmt::Display for Command {
@@ -30,7 +33,10 @@ impl fmt::Display for Command {
         match self {
             Command::Apply { object, .. } => {
                 let kind = object.get("kind").and_then(Value::as_str).unwrap_or("?");
-                let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?");
+                let name = object
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?");
                 write!(f, "apply {kind}/{name}")
             }
             Command::Delete { key, .. } => write!(f, "delete {}", key.storage_key()),
@@ -61,15 +67,24 @@ impl Outcome {
 pub enum CommandResult {
     /// Entries that carry no command (blank, membership).
     None,
-    Applied { outcome: Outcome, object: Value },
-    Deleted { object: Value },
+    Applied {
+        outcome: Outcome,
+        object: Value,
+    },
+    Deleted {
+        object: Value,
+    },
     Failed(StoreError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum StoreError {
     #[error("conflict: {key} was modified (resourceVersion {actual}, not {expected}); get it again and reapply your change")]
-    Conflict { key: ObjectKey, expected: u64, actual: u64 },
+    Conflict {
+        key: ObjectKey,
+        expected: u64,
+        actual: u64,
+    },
     #[error("conflict: {key} does not exist any more (the update was based on resourceVersion {expected})")]
     Gone { key: ObjectKey, expected: u64 },
     #[error("{key} not found")]
@@ -81,7 +96,13 @@ pub enum StoreError {
 }
 
 /// Fields the server owns: a client's values for them are ignored on update.
-const SERVER_METADATA: &[&str] = &["uid", "resourceVersion", "generation", "creationTimestamp", "managedFields"];
+const SERVER_METADATA: &[&str] = &[
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+];
 
 /// Kinds whose metadata.generation counts changes to their spec.
 fn has_generation(kind: Kind) -> bool {
@@ -104,11 +125,20 @@ pub fn decide_apply(
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .filter(|v| !v.is_empty())
-        .map(|v| v.parse::<u64>().map_err(|_| StoreError::Invalid(format!("metadata.resourceVersion: {v:?} is not a resource version"))))
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| {
+                StoreError::Invalid(format!(
+                    "metadata.resourceVersion: {v:?} is not a resource version"
+                ))
+            })
+        })
         .transpose()?;
     let Some(existing) = existing else {
         if let Some(expected) = expected {
-            return Err(StoreError::Gone { key: key.clone(), expected });
+            return Err(StoreError::Gone {
+                key: key.clone(),
+                expected,
+            });
         }
         let meta = metadata_mut(&mut incoming);
         for field in SERVER_METADATA {
@@ -126,11 +156,19 @@ pub fn decide_apply(
     let actual = resource_version(existing);
     if let Some(expected) = expected {
         if expected != actual {
-            return Err(StoreError::Conflict { key: key.clone(), expected, actual });
+            return Err(StoreError::Conflict {
+                key: key.clone(),
+                expected,
+                actual,
+            });
         }
     }
     // Server-owned metadata and status come from what is stored; everything else from the client.
-    let existing_meta = existing.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+    let existing_meta = existing
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let meta = metadata_mut(&mut incoming);
     for field in SERVER_METADATA {
         match existing_meta.get(*field) {
@@ -139,14 +177,25 @@ pub fn decide_apply(
         };
     }
     match existing.get("status") {
-        Some(status) => incoming.as_object_mut().expect("objects are maps").insert("status".into(), status.clone()),
-        None => incoming.as_object_mut().expect("objects are maps").remove("status"),
+        Some(status) => incoming
+            .as_object_mut()
+            .expect("objects are maps")
+            .insert("status".into(), status.clone()),
+        None => incoming
+            .as_object_mut()
+            .expect("objects are maps")
+            .remove("status"),
     };
     if without_nulls(&incoming) == without_nulls(existing) {
         return Ok((Outcome::Unchanged, None));
     }
-    if has_generation(key.kind) && without_nulls(&incoming["spec"]) != without_nulls(&existing["spec"]) {
-        let generation = existing.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+    if has_generation(key.kind)
+        && without_nulls(&incoming["spec"]) != without_nulls(&existing["spec"])
+    {
+        let generation = existing
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         metadata_mut(&mut incoming).insert("generation".into(), (generation + 1).into());
     }
     metadata_mut(&mut incoming).insert("resourceVersion".into(), revision.to_string().into());
@@ -154,11 +203,19 @@ pub fn decide_apply(
 }
 
 /// Checks a delete against the stored object.
-pub fn decide_delete(key: &ObjectKey, existing: Option<&Value>, expected: Option<u64>) -> Result<(), StoreError> {
+pub fn decide_delete(
+    key: &ObjectKey,
+    existing: Option<&Value>,
+    expected: Option<u64>,
+) -> Result<(), StoreError> {
     let existing = existing.ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
     let actual = resource_version(existing);
     match expected {
-        Some(expected) if expected != actual => Err(StoreError::Conflict { key: key.clone(), expected, actual }),
+        Some(expected) if expected != actual => Err(StoreError::Conflict {
+            key: key.clone(),
+            expected,
+            actual,
+        }),
         _ => Ok(()),
     }
 }
@@ -173,7 +230,9 @@ pub fn resource_version(object: &Value) -> u64 {
 
 fn metadata_mut(object: &mut Value) -> &mut serde_json::Map<String, Value> {
     let root = object.as_object_mut().expect("objects are maps");
-    let meta = root.entry("metadata").or_insert_with(|| Value::Object(Default::default()));
+    let meta = root
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Default::default()));
     if !meta.is_object() {
         *meta = Value::Object(Default::default());
     }
@@ -185,7 +244,10 @@ fn metadata_mut(object: &mut Value) -> &mut serde_json::Map<String, Value> {
 fn without_nulls(value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
-            map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), without_nulls(v))).collect(),
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
         other => other.clone(),
@@ -209,11 +271,22 @@ mod tests {
 
     #[test]
     fn create_sets_server_fields() {
-        let (outcome, object) = decide_apply(&key(), None, deployment(1), "u-1", "2026-01-01T00:00:00Z", 7).unwrap();
+        let (outcome, object) = decide_apply(
+            &key(),
+            None,
+            deployment(1),
+            "u-1",
+            "2026-01-01T00:00:00Z",
+            7,
+        )
+        .unwrap();
         let object = object.unwrap();
         assert_eq!(outcome, Outcome::Created);
         assert_eq!(object["metadata"]["uid"], "u-1");
-        assert_eq!(object["metadata"]["creationTimestamp"], "2026-01-01T00:00:00Z");
+        assert_eq!(
+            object["metadata"]["creationTimestamp"],
+            "2026-01-01T00:00:00Z"
+        );
         assert_eq!(object["metadata"]["generation"], 1);
         assert_eq!(object["metadata"]["resourceVersion"], "7");
     }
@@ -222,10 +295,12 @@ mod tests {
     fn same_object_is_unchanged_and_spec_change_bumps_generation() {
         let (_, stored) = decide_apply(&key(), None, deployment(1), "u-1", "t0", 7).unwrap();
         let stored = stored.unwrap();
-        let (outcome, object) = decide_apply(&key(), Some(&stored), deployment(1), "u-2", "t1", 8).unwrap();
+        let (outcome, object) =
+            decide_apply(&key(), Some(&stored), deployment(1), "u-2", "t1", 8).unwrap();
         assert_eq!((outcome, object), (Outcome::Unchanged, None));
 
-        let (outcome, object) = decide_apply(&key(), Some(&stored), deployment(3), "u-2", "t1", 8).unwrap();
+        let (outcome, object) =
+            decide_apply(&key(), Some(&stored), deployment(3), "u-2", "t1", 8).unwrap();
         let object = object.unwrap();
         assert_eq!(outcome, Outcome::Configured);
         assert_eq!(object["metadata"]["uid"], "u-1", "uid survives updates");
@@ -239,7 +314,8 @@ mod tests {
         let (_, stored) = decide_apply(&key(), None, deployment(1), "u", "t", 3).unwrap();
         let mut relabelled = deployment(1);
         relabelled["metadata"]["labels"]["tier"] = json!("front");
-        let (outcome, object) = decide_apply(&key(), stored.as_ref(), relabelled, "u", "t", 4).unwrap();
+        let (outcome, object) =
+            decide_apply(&key(), stored.as_ref(), relabelled, "u", "t", 4).unwrap();
         assert_eq!(outcome, Outcome::Configured);
         assert_eq!(object.unwrap()["metadata"]["generation"], 1);
     }
@@ -250,10 +326,20 @@ mod tests {
         let mut update = deployment(2);
         update["metadata"]["resourceVersion"] = json!("2");
         let error = decide_apply(&key(), stored.as_ref(), update.clone(), "u", "t", 4).unwrap_err();
-        assert_eq!(error, StoreError::Conflict { key: key(), expected: 2, actual: 3 });
+        assert_eq!(
+            error,
+            StoreError::Conflict {
+                key: key(),
+                expected: 2,
+                actual: 3
+            }
+        );
         update["metadata"]["resourceVersion"] = json!("3");
         assert!(decide_apply(&key(), stored.as_ref(), update.clone(), "u", "t", 4).is_ok());
-        assert!(matches!(decide_apply(&key(), None, update, "u", "t", 4), Err(StoreError::Gone { .. })));
+        assert!(matches!(
+            decide_apply(&key(), None, update, "u", "t", 4),
+            Err(StoreError::Gone { .. })
+        ));
     }
 
     #[test]
@@ -273,7 +359,13 @@ mod tests {
         let (_, stored) = decide_apply(&key(), None, deployment(1), "u", "t", 3).unwrap();
         assert!(decide_delete(&key(), stored.as_ref(), None).is_ok());
         assert!(decide_delete(&key(), stored.as_ref(), Some(3)).is_ok());
-        assert!(matches!(decide_delete(&key(), stored.as_ref(), Some(2)), Err(StoreError::Conflict { .. })));
-        assert!(matches!(decide_delete(&key(), None, None), Err(StoreError::NotFound { .. })));
+        assert!(matches!(
+            decide_delete(&key(), stored.as_ref(), Some(2)),
+            Err(StoreError::Conflict { .. })
+        ));
+        assert!(matches!(
+            decide_delete(&key(), None, None),
+            Err(StoreError::NotFound { .. })
+        ));
     }
 }

@@ -3,7 +3,10 @@
 
 use super::apply::{self, Command, CommandResult, StoreError};
 use berth_proto::{Kind, ObjectKey, DEFAULT_NAMESPACE};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
@@ -36,7 +39,9 @@ pub struct StoredEvent {
 pub enum ReadError {
     #[error("store read failed: {0}")]
     Storage(String),
-    #[error("expired: relist (revision {requested} is older than the oldest retained change, {oldest})")]
+    #[error(
+        "expired: relist (revision {requested} is older than the oldest retained change, {oldest})"
+    )]
     Expired { requested: u64, oldest: u64 },
 }
 
@@ -59,18 +64,28 @@ impl ObjectStore {
         txn.open_table(EVENTS)?;
         txn.open_table(STORE_META)?;
         txn.commit()?;
-        Ok(ObjectStore { db, retention: retention.max(1) })
+        Ok(ObjectStore {
+            db,
+            retention: retention.max(1),
+        })
     }
 
     pub fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, ReadError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(OBJECTS).map_err(storage)?;
-        Ok(table.get(key.storage_key().as_str()).map_err(storage)?.map(|v| v.value().to_vec()))
+        Ok(table
+            .get(key.storage_key().as_str())
+            .map_err(storage)?
+            .map(|v| v.value().to_vec()))
     }
 
     /// Objects of one kind, in one namespace or all (`None`), sorted by namespace and name,
     /// with the revision they were read at.
-    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Result<(Vec<Vec<u8>>, u64), ReadError> {
+    pub fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Vec<u8>>, u64), ReadError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(OBJECTS).map_err(storage)?;
         let prefix = match namespace.filter(|_| kind.namespaced()) {
@@ -86,14 +101,22 @@ impl ObjectStore {
             objects.push(value.value().to_vec());
         }
         let meta = txn.open_table(STORE_META).map_err(storage)?;
-        let revision = meta.get("revision").map_err(storage)?.map(|v| v.value()).unwrap_or(0);
+        let revision = meta
+            .get("revision")
+            .map_err(storage)?
+            .map(|v| v.value())
+            .unwrap_or(0);
         Ok((objects, revision))
     }
 
     pub fn revision(&self) -> Result<u64, ReadError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let meta = txn.open_table(STORE_META).map_err(storage)?;
-        Ok(meta.get("revision").map_err(storage)?.map(|v| v.value()).unwrap_or(0))
+        Ok(meta
+            .get("revision")
+            .map_err(storage)?
+            .map(|v| v.value())
+            .unwrap_or(0))
     }
 
     /// Changes after `from` (exclusive), oldest first; `Expired` when some of them are no
@@ -101,9 +124,16 @@ impl ObjectStore {
     pub fn events_since(&self, from: u64) -> Result<Vec<StoredEvent>, ReadError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let meta = txn.open_table(STORE_META).map_err(storage)?;
-        let compacted = meta.get("compacted").map_err(storage)?.map(|v| v.value()).unwrap_or(0);
+        let compacted = meta
+            .get("compacted")
+            .map_err(storage)?
+            .map(|v| v.value())
+            .unwrap_or(0);
         if from < compacted {
-            return Err(ReadError::Expired { requested: from, oldest: compacted + 1 });
+            return Err(ReadError::Expired {
+                requested: from,
+                oldest: compacted + 1,
+            });
         }
         let table = txn.open_table(EVENTS).map_err(storage)?;
         let mut events = Vec::new();
@@ -116,11 +146,18 @@ impl ObjectStore {
 
     /// Applies one command inside the state machine's transaction; returns its result and the
     /// changes it made (for watches).
-    pub fn apply(&self, txn: &WriteTransaction, command: &Command) -> Result<(CommandResult, Vec<StoredEvent>), redb::Error> {
+    pub fn apply(
+        &self,
+        txn: &WriteTransaction,
+        command: &Command,
+    ) -> Result<(CommandResult, Vec<StoredEvent>), redb::Error> {
         let mut writer = Writer::open(txn)?;
         let result = match command {
             Command::Apply { object, uid, now } => writer.apply(object.clone(), uid, now),
-            Command::Delete { key, resource_version } => writer.delete(key, *resource_version),
+            Command::Delete {
+                key,
+                resource_version,
+            } => writer.delete(key, *resource_version),
         }?;
         let result = match result {
             Ok(result) => result,
@@ -136,22 +173,38 @@ impl ObjectStore {
         let mut objects = Vec::with_capacity(table.len().map_err(storage)? as usize);
         for entry in table.iter().map_err(storage)? {
             let (key, value) = entry.map_err(storage)?;
-            objects.push((key.value().to_string(), serde_json::from_slice(value.value()).map_err(storage)?));
+            objects.push((
+                key.value().to_string(),
+                serde_json::from_slice(value.value()).map_err(storage)?,
+            ));
         }
         let meta = txn.open_table(STORE_META).map_err(storage)?;
-        let revision = meta.get("revision").map_err(storage)?.map(|v| v.value()).unwrap_or(0);
+        let revision = meta
+            .get("revision")
+            .map_err(storage)?
+            .map(|v| v.value())
+            .unwrap_or(0);
         Ok(StoreSnapshot { revision, objects })
     }
 
     /// Replaces everything with a snapshot's content. The change history is dropped: watches
     /// from before the snapshot must relist.
-    pub fn import(&self, txn: &WriteTransaction, snapshot: &StoreSnapshot) -> Result<(), redb::Error> {
+    pub fn import(
+        &self,
+        txn: &WriteTransaction,
+        snapshot: &StoreSnapshot,
+    ) -> Result<(), redb::Error> {
         txn.delete_table(OBJECTS)?;
         txn.delete_table(EVENTS)?;
         let mut objects = txn.open_table(OBJECTS)?;
         txn.open_table(EVENTS)?;
         for (key, value) in &snapshot.objects {
-            objects.insert(key.as_str(), serde_json::to_vec(value).expect("JSON values serialise").as_slice())?;
+            objects.insert(
+                key.as_str(),
+                serde_json::to_vec(value)
+                    .expect("JSON values serialise")
+                    .as_slice(),
+            )?;
         }
         let mut meta = txn.open_table(STORE_META)?;
         meta.insert("revision", snapshot.revision)?;
@@ -193,7 +246,10 @@ impl<'t> Writer<'t> {
 
     fn read(&self, key: &ObjectKey) -> Result<Option<Value>, redb::Error> {
         Ok(match self.objects.get(key.storage_key().as_str())? {
-            Some(bytes) => Some(serde_json::from_slice(bytes.value()).map_err(|e| redb::Error::Corrupted(e.to_string()))?),
+            Some(bytes) => Some(
+                serde_json::from_slice(bytes.value())
+                    .map_err(|e| redb::Error::Corrupted(e.to_string()))?,
+            ),
             None => None,
         })
     }
@@ -204,15 +260,25 @@ impl<'t> Writer<'t> {
             Err(error) => return Ok(Err(error)),
         };
         if key.kind.namespaced() && !self.namespace_exists(&key.namespace)? {
-            return Ok(Err(StoreError::NamespaceNotFound { namespace: key.namespace }));
+            return Ok(Err(StoreError::NamespaceNotFound {
+                namespace: key.namespace,
+            }));
         }
         let existing = self.read(&key)?;
-        let decided = apply::decide_apply(&key, existing.as_ref(), object, uid, now, self.revision + 1);
+        let decided =
+            apply::decide_apply(&key, existing.as_ref(), object, uid, now, self.revision + 1);
         Ok(match decided {
             Err(error) => Err(error),
-            Ok((outcome, None)) => Ok(CommandResult::Applied { outcome, object: existing.expect("unchanged objects exist") }),
+            Ok((outcome, None)) => Ok(CommandResult::Applied {
+                outcome,
+                object: existing.expect("unchanged objects exist"),
+            }),
             Ok((outcome, Some(object))) => {
-                let event_type = if existing.is_some() { WatchEventType::Modified } else { WatchEventType::Added };
+                let event_type = if existing.is_some() {
+                    WatchEventType::Modified
+                } else {
+                    WatchEventType::Added
+                };
                 self.write(&key, event_type, &object)?;
                 Ok(CommandResult::Applied { outcome, object })
             }
@@ -221,7 +287,9 @@ impl<'t> Writer<'t> {
 
     fn delete(&mut self, key: &ObjectKey, expected: Option<u64>) -> Result<Decided, redb::Error> {
         if key.kind == Kind::Namespace && key.name == DEFAULT_NAMESPACE {
-            return Ok(Err(StoreError::Invalid("the default namespace cannot be deleted".into())));
+            return Ok(Err(StoreError::Invalid(
+                "the default namespace cannot be deleted".into(),
+            )));
         }
         let existing = self.read(key)?;
         if let Err(error) = apply::decide_delete(key, existing.as_ref(), expected) {
@@ -240,7 +308,8 @@ impl<'t> Writer<'t> {
                     doomed.push(stored_key.value().to_string());
                 }
                 for stored_key in doomed {
-                    let inner = ObjectKey::from_storage_key(&stored_key).expect("stored keys parse");
+                    let inner =
+                        ObjectKey::from_storage_key(&stored_key).expect("stored keys parse");
                     let object = self.read(&inner)?.expect("listed just now");
                     self.remove(&inner, object)?;
                 }
@@ -251,13 +320,26 @@ impl<'t> Writer<'t> {
     }
 
     fn namespace_exists(&self, namespace: &str) -> Result<bool, redb::Error> {
-        Ok(self.objects.get(ObjectKey::new(Kind::Namespace, "", namespace).storage_key().as_str())?.is_some())
+        Ok(self
+            .objects
+            .get(
+                ObjectKey::new(Kind::Namespace, "", namespace)
+                    .storage_key()
+                    .as_str(),
+            )?
+            .is_some())
     }
 
-    fn write(&mut self, key: &ObjectKey, event_type: WatchEventType, object: &Value) -> Result<(), redb::Error> {
+    fn write(
+        &mut self,
+        key: &ObjectKey,
+        event_type: WatchEventType,
+        object: &Value,
+    ) -> Result<(), redb::Error> {
         self.revision += 1;
         let bytes = serde_json::to_vec(object).expect("JSON values serialise");
-        self.objects.insert(key.storage_key().as_str(), bytes.as_slice())?;
+        self.objects
+            .insert(key.storage_key().as_str(), bytes.as_slice())?;
         self.record(key, event_type, object.clone())
     }
 
@@ -272,8 +354,18 @@ impl<'t> Writer<'t> {
         Ok(object)
     }
 
-    fn record(&mut self, key: &ObjectKey, event_type: WatchEventType, object: Value) -> Result<(), redb::Error> {
-        let event = StoredEvent { revision: self.revision, event_type, key: key.clone(), object };
+    fn record(
+        &mut self,
+        key: &ObjectKey,
+        event_type: WatchEventType,
+        object: Value,
+    ) -> Result<(), redb::Error> {
+        let event = StoredEvent {
+            revision: self.revision,
+            event_type,
+            key: key.clone(),
+            object,
+        };
         let bytes = serde_json::to_vec(&event).expect("events serialise");
         self.events_table.insert(self.revision, bytes.as_slice())?;
         self.events.push(event);
@@ -294,14 +386,23 @@ impl<'t> Writer<'t> {
 
 /// Where an incoming object goes; the API server has already validated and defaulted it.
 fn object_key(object: &Value) -> Result<ObjectKey, StoreError> {
-    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let kind_name = object.get("kind").and_then(Value::as_str).unwrap_or("");
     let kind = Kind::from_manifest(api_version, kind_name)
         .ok_or_else(|| StoreError::Invalid(format!("unknown kind {api_version}/{kind_name}")))?;
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if name.is_empty() {
         return Err(StoreError::Invalid("metadata.name is required".into()));
     }
-    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(DEFAULT_NAMESPACE);
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or(DEFAULT_NAMESPACE);
     Ok(ObjectKey::new(kind, namespace, name))
 }

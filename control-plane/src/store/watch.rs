@@ -20,7 +20,9 @@ pub struct WatchHub {
 
 impl WatchHub {
     pub fn new(capacity: usize) -> Self {
-        WatchHub { tx: broadcast::channel(capacity).0 }
+        WatchHub {
+            tx: broadcast::channel(capacity).0,
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
