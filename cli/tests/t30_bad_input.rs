@@ -238,11 +238,8 @@ fn unimplemented_fields_warn_once_and_still_apply() {
         .run_with_stdin(berth(), &["apply", "-f", "-"], Some(doc.as_bytes()))
         .ok();
     assert!(run.stdout().contains("deployment.apps/web created"));
-    let warnings: Vec<&str> = run
-        .stderr()
-        .lines()
-        .filter(|l| l.contains("warning"))
-        .collect();
+    let stderr = run.stderr();
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
     assert_eq!(warnings.len(), 1, "{}", run.stderr());
     assert!(
         warnings[0].contains("spec.template.spec.hostNetwork"),

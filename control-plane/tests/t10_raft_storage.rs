@@ -23,6 +23,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RedbBuilder {
 }
 
 #[test]
-fn redb_store_passes_openraft_suite() -> Result<(), StorageError> {
-    Suite::test_all(RedbBuilder)
+fn redb_store_passes_openraft_suite() {
+    if let Err(error) = Suite::test_all(RedbBuilder) {
+        panic!("openraft storage suite failed: {error}");
+    }
 }

@@ -43,7 +43,7 @@ impl LogStore {
         let table = txn.open_table(LOG_META).map_err(read_err)?;
         match table.get(name).map_err(read_err)? {
             Some(bytes) => Ok(Some(
-                serde_json::from_slice(bytes.value()).map_err(|e| read_err(e))?,
+                serde_json::from_slice(bytes.value()).map_err(read_err)?,
             )),
             None => Ok(None),
         }
@@ -63,7 +63,7 @@ impl LogStore {
         }
         {
             let mut table = txn.open_table(LOG_META).map_err(write_err)?;
-            let bytes = serde_json::to_vec(value).map_err(|e| write_err(e))?;
+            let bytes = serde_json::to_vec(value).map_err(write_err)?;
             table.insert(name, bytes.as_slice()).map_err(write_err)?;
         }
         txn.commit().map_err(write_err)
@@ -92,7 +92,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let mut entries = Vec::new();
             for item in table.range::<u64>((start, end)).map_err(read_err)? {
                 let (_, value) = item.map_err(read_err)?;
-                entries.push(serde_json::from_slice(value.value()).map_err(|e| read_err(e))?);
+                entries.push(serde_json::from_slice(value.value()).map_err(read_err)?);
             }
             Ok(entries)
         })
@@ -112,7 +112,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let last = match table.last().map_err(read_err)? {
                 Some((_, value)) => Some(
                     serde_json::from_slice::<Entry>(value.value())
-                        .map_err(|e| read_err(e))?
+                        .map_err(read_err)?
                         .log_id,
                 ),
                 None => None,
@@ -169,7 +169,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             {
                 let mut table = txn.open_table(LOG).map_err(write_err)?;
                 for entry in &entries {
-                    let bytes = serde_json::to_vec(entry).map_err(|e| write_err(e))?;
+                    let bytes = serde_json::to_vec(entry).map_err(write_err)?;
                     table
                         .insert(entry.log_id.index, bytes.as_slice())
                         .map_err(write_err)?;
@@ -204,7 +204,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let txn = db.begin_write().map_err(write_err)?;
             {
                 let mut meta = txn.open_table(LOG_META).map_err(write_err)?;
-                let bytes = serde_json::to_vec(&log_id).map_err(|e| write_err(e))?;
+                let bytes = serde_json::to_vec(&log_id).map_err(write_err)?;
                 meta.insert("last_purged", bytes.as_slice())
                     .map_err(write_err)?;
                 txn.open_table(LOG)

@@ -8,6 +8,9 @@
 //!   log_store::LogStore (redb, fsync)            state_machine::StateMachine ──▶ store tables
 //! ```
 
+// openraft's StorageError is large; it is openraft's type, returned as openraft expects.
+#![allow(clippy::result_large_err)]
+
 pub mod log_store;
 pub mod network;
 pub mod service;
