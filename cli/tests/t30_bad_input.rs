@@ -109,7 +109,10 @@ fn bad_manifests_are_refused_precisely_and_store_nothing() {
         "selector.yaml",
         &DEPLOYMENT.replace("        app: web\n    spec", "        app: other\n    spec"),
     );
-    assert_mentions(&selector, &["selector.yaml:", "spec.selector"]);
+    assert_mentions(
+        &selector,
+        &["selector.yaml:", "selector does not match template labels"],
+    );
 
     let unknown_kind = refused(
         &env,

@@ -187,10 +187,11 @@ impl ObjectKey {
 
     pub fn from_storage_key(key: &str) -> Option<Self> {
         let mut parts = key.splitn(3, '/');
+        let kind_name = parts.next()?;
         let kind = Kind::ALL
             .iter()
             .copied()
-            .find(|k| k.as_str() == parts.next().unwrap_or(""))?;
+            .find(|k| k.as_str() == kind_name)?;
         let namespace = parts.next()?.to_string();
         let name = parts.next()?.to_string();
         Some(ObjectKey {

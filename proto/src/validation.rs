@@ -1241,8 +1241,16 @@ fn service(service: &Service, errors: &mut Errors) {
             ),
             None => {}
             Some(name) => {
-                if let Some(message) = port_name_problem(name) {
-                    errors.add(format!("{path}.name"), message);
+                // Unlike container ports (IANA service names, at most 15 characters),
+                // Service port names are DNS labels.
+                if !is_dns1123_label(name) {
+                    errors.add(
+                        format!("{path}.name"),
+                        format!(
+                            "{} is not a valid port name: must be a DNS label (lowercase alphanumeric or '-', at most 63 characters)",
+                            quoted(name)
+                        ),
+                    );
                 } else if !names.insert(name) {
                     errors.add(
                         format!("{path}.name"),
