@@ -111,3 +111,53 @@ pub fn object_ref(key: &ObjectKey) -> berth_proto::pb::ObjectRef {
 pub fn display_name(key: &ObjectKey) -> String {
     format!("{}/{}", key.kind.qualified_name(), key.name)
 }
+
+/// The named objects of one kind; each one that cannot be read is reported on stderr and
+/// left out.
+pub async fn get_named(
+    api: &mut ApiClient<Channel>,
+    kind: Kind,
+    namespace: &str,
+    names: &[String],
+) -> Result<Vec<Resource>> {
+    let mut objects = Vec::with_capacity(names.len());
+    for name in names {
+        let key = ObjectKey::new(kind, namespace, name);
+        let request = berth_proto::pb::GetRequest {
+            object: Some(object_ref(&key)),
+            stale_ok: false,
+        };
+        match api.get(request).await {
+            Ok(response) => objects.push(decode(&response.into_inner().object)?),
+            Err(status) => eprintln!("{}", server_error(status)),
+        }
+    }
+    Ok(objects)
+}
+
+/// Every object of one kind in `namespace` (all namespaces when empty) that `selector`
+/// matches, and the store revision they were read at.
+pub async fn list(
+    api: &mut ApiClient<Channel>,
+    kind: Kind,
+    namespace: &str,
+    selector: &str,
+) -> Result<(Vec<Resource>, u64)> {
+    let request = berth_proto::pb::ListRequest {
+        kind: kind.as_str().to_string(),
+        namespace: if kind.namespaced() {
+            namespace.to_string()
+        } else {
+            String::new()
+        },
+        label_selector: selector.to_string(),
+        stale_ok: false,
+    };
+    let list = api.list(request).await.map_err(server_error)?.into_inner();
+    let objects = list
+        .objects
+        .iter()
+        .map(|bytes| decode(bytes))
+        .collect::<Result<_>>()?;
+    Ok((objects, list.revision))
+}

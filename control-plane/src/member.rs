@@ -141,7 +141,7 @@ impl Member {
 
         let api = ApiService::new(raft.clone(), store, hub);
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = berth_proto::transport::incoming(listener);
         let server = tokio::spawn(
             berth_proto::transport::server()
                 .add_service(ApiServer::new(api).max_decoding_message_size(16 << 20))

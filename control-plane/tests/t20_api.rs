@@ -138,6 +138,38 @@ async fn t20_same_resource_version_one_wins_one_conflicts() {
 }
 
 #[tokio::test]
+async fn t25_concurrent_writes_each_get_their_own_result() {
+    // Concurrent writes are proposed together (group commit); each must still get the
+    // result of its own command.
+    let f = start(|_| {}).await;
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let mut api = f.api.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("c{i}");
+            let response = apply(&mut api, &config_map(&name, &i.to_string()))
+                .await
+                .unwrap();
+            (name, response)
+        }));
+    }
+    let mut revisions = std::collections::BTreeSet::new();
+    for task in tasks {
+        let (name, response) = task.await.unwrap();
+        assert_eq!(response.outcome(), ApplyOutcome::Created);
+        let object = object_of(&response.object);
+        assert_eq!(object["metadata"]["name"], name.as_str());
+        revisions.insert(
+            object["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(revisions.len(), 64, "every write has its own revision");
+}
+
+#[tokio::test]
 async fn t30_invalid_objects_are_refused_and_nothing_is_stored() {
     let mut f = start(|_| {}).await;
     let before = revision(&mut f.api).await;

@@ -3,8 +3,7 @@
 use crate::client;
 use crate::output;
 use anyhow::Result;
-use berth_proto::pb::{GetRequest, ListRequest};
-use berth_proto::{ObjectKey, DEFAULT_NAMESPACE};
+use berth_proto::DEFAULT_NAMESPACE;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -23,47 +22,12 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
         .namespace
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     let mut api = client::connect(server).await?;
-    let mut objects = Vec::new();
-    let mut failed = false;
-    if args.names.is_empty() {
-        let namespace = if kind.namespaced() {
-            namespace.clone()
-        } else {
-            String::new()
-        };
-        let request = ListRequest {
-            kind: kind.as_str().into(),
-            namespace,
-            label_selector: String::new(),
-            stale_ok: false,
-        };
-        for bytes in api
-            .list(request)
-            .await
-            .map_err(client::server_error)?
-            .into_inner()
-            .objects
-        {
-            objects.push(client::decode(&bytes)?);
-        }
+    let objects = if args.names.is_empty() {
+        client::list(&mut api, kind, &namespace, "").await?.0
     } else {
-        for name in &args.names {
-            let key = ObjectKey::new(kind, &namespace, name);
-            match api
-                .get(GetRequest {
-                    object: Some(client::object_ref(&key)),
-                    stale_ok: false,
-                })
-                .await
-            {
-                Ok(response) => objects.push(client::decode(&response.into_inner().object)?),
-                Err(status) => {
-                    failed = true;
-                    eprintln!("{}", client::server_error(status));
-                }
-            }
-        }
-    }
+        client::get_named(&mut api, kind, &namespace, &args.names).await?
+    };
+    let failed = objects.len() < args.names.len();
     let now = jiff::Timestamp::now();
     let texts: Vec<String> = objects.iter().map(|o| output::describe(o, now)).collect();
     print!("{}", texts.join("\n\n"));

@@ -4,8 +4,8 @@ use crate::client;
 use crate::output::{self, TableOptions};
 use anyhow::{bail, Result};
 use berth_proto::pb::api_client::ApiClient;
-use berth_proto::pb::{EventType, GetRequest, ListRequest, WatchRequest};
-use berth_proto::{Kind, ObjectKey, Resource, DEFAULT_NAMESPACE};
+use berth_proto::pb::{ClusterRequest, EventType, WatchRequest};
+use berth_proto::{Kind, Resource, DEFAULT_NAMESPACE};
 use std::process::ExitCode;
 use tonic::transport::Channel;
 
@@ -147,45 +147,16 @@ async fn fetch(
 ) -> Result<(Vec<Resource>, u64)> {
     let namespace = query.namespace_for(kind);
     if !query.names.is_empty() && query.selector.is_empty() {
-        let mut objects = Vec::new();
-        for name in &query.names {
-            let key = ObjectKey::new(kind, &namespace, name);
-            match api
-                .get(GetRequest {
-                    object: Some(client::object_ref(&key)),
-                    stale_ok: false,
-                })
-                .await
-            {
-                Ok(response) => objects.push(client::decode(&response.into_inner().object)?),
-                Err(status) => eprintln!("{}", client::server_error(status)),
-            }
-        }
-        let revision = api
-            .cluster(berth_proto::pb::ClusterRequest {})
+        let objects = client::get_named(api, kind, &namespace, &query.names).await?;
+        let cluster = api
+            .cluster(ClusterRequest {})
             .await
             .map_err(client::server_error)?;
-        return Ok((objects, revision.into_inner().revision));
+        return Ok((objects, cluster.into_inner().revision));
     }
-    let request = ListRequest {
-        kind: kind.as_str().to_string(),
-        namespace,
-        label_selector: query.selector.clone(),
-        stale_ok: false,
-    };
-    let list = api
-        .list(request)
-        .await
-        .map_err(client::server_error)?
-        .into_inner();
-    let mut objects = Vec::with_capacity(list.objects.len());
-    for bytes in &list.objects {
-        let object = client::decode(bytes)?;
-        if query.wants(&object) {
-            objects.push(object);
-        }
-    }
-    Ok((objects, list.revision))
+    let (mut objects, revision) = client::list(api, kind, &namespace, &query.selector).await?;
+    objects.retain(|object| query.wants(object));
+    Ok((objects, revision))
 }
 
 /// One object as itself, several as a kubectl `List` whose resourceVersion is the store

@@ -5,6 +5,7 @@
 //! client accepts stale data, and are served from the local store.
 
 mod errors;
+mod proposer;
 mod watch;
 
 use crate::raft::BerthRaft;
@@ -13,29 +14,32 @@ use berth_proto::pb::api_server::Api;
 use berth_proto::pb::{self, ApplyOutcome};
 use berth_proto::selector::Selector;
 use berth_proto::{Kind, ObjectKey, Resource, DEFAULT_NAMESPACE};
-use errors::{read_status, store_status, write_status};
+use errors::{read_status, store_status};
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 pub struct ApiService {
     raft: BerthRaft,
+    proposer: proposer::Proposer,
     store: ObjectStore,
     hub: WatchHub,
 }
 
 impl ApiService {
     pub fn new(raft: BerthRaft, store: ObjectStore, hub: WatchHub) -> Self {
-        ApiService { raft, store, hub }
+        let proposer = proposer::Proposer::start(raft.clone());
+        ApiService {
+            raft,
+            proposer,
+            store,
+            hub,
+        }
     }
 
-    /// Proposes a command through Raft and waits until it is applied here.
+    /// Proposes a command through Raft (batched with concurrent ones) and waits until it is
+    /// applied here.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, Status> {
-        let response = self
-            .raft
-            .client_write(command)
-            .await
-            .map_err(write_status)?;
-        Ok(response.data)
+        self.proposer.propose(command).await
     }
 
     async fn linearize(&self, stale_ok: bool) -> Result<(), Status> {

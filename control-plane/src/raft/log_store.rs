@@ -1,29 +1,58 @@
-//! The Raft log, the vote and the commit index in redb. Every append and vote is committed
-//! with fsync (redb's `Durability::Immediate`) before openraft is told it is durable.
+//! The Raft log and the vote in redb, written by one writer thread that commits in groups.
+//!
+//! ```text
+//!  openraft ── append / truncate / purge / save_vote ──▶ writer thread ──▶ redb (fsync)
+//!      ▲                     │ entries readable at once                      │
+//!      └── log readers ◀── pending (in memory) ◀── dropped once durable ─────┘
+//! ```
+//!
+//! openraft 0.9 appends one entry per client write; an fsync'd redb commit per entry would cap
+//! the store at one write per fsync. The writer thread instead drains every operation queued
+//! while the previous commit ran and makes them durable in one transaction, then tells
+//! openraft (the `LogFlushed` callbacks). Entries are readable from the moment `append`
+//! returns, as openraft requires: until their commit they are served from `pending`.
 
 use super::{blocking, Entry, LogId, MemberId, StorageError, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{StorageIOError, Vote};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::ops::RangeBounds;
+use std::sync::{mpsc, Arc, Mutex};
+use tokio::sync::oneshot;
 
 /// Log entries by index, as JSON.
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-/// `vote`, `committed`, `last_purged`, as JSON.
+/// `vote` and `last_purged`, as JSON.
 const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta");
+
+/// The most operations one commit takes; bounds the latency of the first of them.
+const MAX_GROUP: usize = 1024;
 
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// Appended entries not yet durable, by index.
+    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    writer: mpsc::Sender<Op>,
+}
+
+type Done = oneshot::Sender<Result<(), String>>;
+
+/// A write, in the order openraft asked for it.
+enum Op {
+    Append(Vec<Entry>, LogFlushed<TypeConfig>),
+    Truncate(u64, Done),
+    Purge(LogId, Done),
+    SaveVote(Vote<MemberId>, Done),
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::read_logs(&e).into()
 }
-fn write_err(e: impl std::error::Error + 'static) -> StorageError {
-    StorageIOError::write_logs(&e).into()
+fn write_err(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::write_logs(openraft::AnyError::error(e)).into()
 }
 
 impl LogStore {
@@ -32,7 +61,18 @@ impl LogStore {
         txn.open_table(LOG)?;
         txn.open_table(LOG_META)?;
         txn.commit()?;
-        Ok(LogStore { db })
+        let pending = Arc::new(Mutex::new(BTreeMap::new()));
+        let (writer, ops) = mpsc::channel();
+        let (thread_db, thread_pending) = (db.clone(), pending.clone());
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || write_loop(&thread_db, &thread_pending, ops))
+            .map_err(redb::Error::Io)?;
+        Ok(LogStore {
+            db,
+            pending,
+            writer,
+        })
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -49,25 +89,90 @@ impl LogStore {
         }
     }
 
-    fn write_meta<T: serde::Serialize>(
-        db: &Database,
-        name: &str,
-        value: &T,
-        durable: bool,
-    ) -> Result<(), StorageError> {
-        let mut txn = db.begin_write().map_err(write_err)?;
-        if !durable {
-            // Losing it only means re-applying a little more of the log after a crash.
-            txn.set_durability(redb::Durability::None)
-                .map_err(write_err)?;
-        }
-        {
-            let mut table = txn.open_table(LOG_META).map_err(write_err)?;
-            let bytes = serde_json::to_vec(value).map_err(write_err)?;
-            table.insert(name, bytes.as_slice()).map_err(write_err)?;
-        }
-        txn.commit().map_err(write_err)
+    /// Hands an operation to the writer and waits until it is durable.
+    async fn write(&self, op: impl FnOnce(Done) -> Op) -> Result<(), StorageError> {
+        let (done, result) = oneshot::channel();
+        self.writer
+            .send(op(done))
+            .map_err(|_| write_err("the log writer has stopped"))?;
+        result
+            .await
+            .map_err(|_| write_err("the log writer has stopped"))?
+            .map_err(write_err)
     }
+}
+
+/// The writer thread: one transaction per group of queued operations.
+fn write_loop(db: &Database, pending: &Mutex<BTreeMap<u64, Entry>>, ops: mpsc::Receiver<Op>) {
+    while let Ok(first) = ops.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match ops.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
+        }
+        tracing::trace!(operations = group.len(), "log commit");
+        let result = commit_group(db, &group).map_err(|e| e.to_string());
+        if let Err(error) = &result {
+            tracing::error!("raft log write failed: {error}");
+        }
+        for op in group {
+            match op {
+                Op::Append(entries, callback) => {
+                    if result.is_ok() {
+                        // Durable now: readers find them in redb. Keep any that a later
+                        // append replaced at the same index.
+                        let mut pending = pending.lock().expect("pending log lock");
+                        for entry in &entries {
+                            if pending
+                                .get(&entry.log_id.index)
+                                .is_some_and(|p| p.log_id == entry.log_id)
+                            {
+                                pending.remove(&entry.log_id.index);
+                            }
+                        }
+                    }
+                    callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+                }
+                Op::Truncate(_, done) | Op::Purge(_, done) | Op::SaveVote(_, done) => {
+                    let _ = done.send(result.clone());
+                }
+            }
+        }
+    }
+}
+
+fn commit_group(db: &Database, group: &[Op]) -> Result<(), redb::Error> {
+    let txn: WriteTransaction = db.begin_write()?;
+    {
+        let mut log = txn.open_table(LOG)?;
+        let mut meta = txn.open_table(LOG_META)?;
+        for op in group {
+            match op {
+                Op::Append(entries, _) => {
+                    for entry in entries {
+                        log.insert(entry.log_id.index, json(entry)?.as_slice())?;
+                    }
+                }
+                Op::Truncate(index, _) => log.retain_in(*index.., |_, _| false)?,
+                Op::Purge(log_id, _) => {
+                    meta.insert("last_purged", json(log_id)?.as_slice())?;
+                    log.retain_in(..=log_id.index, |_, _| false)?;
+                }
+                Op::SaveVote(vote, _) => {
+                    meta.insert("vote", json(vote)?.as_slice())?;
+                }
+            }
+        }
+    }
+    // Durability::Immediate (the default): fsync before anyone is told.
+    txn.commit()?;
+    Ok(())
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, redb::Error> {
+    serde_json::to_vec(value).map_err(|e| redb::Error::Corrupted(e.to_string()))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -75,28 +180,35 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
+        let start = range.start_bound().cloned();
+        let end = range.end_bound().cloned();
+        // Pending first: an entry that leaves `pending` is already in redb.
+        let mut entries: BTreeMap<u64, Entry> = {
+            let pending = self.pending.lock().expect("pending log lock");
+            pending
+                .range((start, end))
+                .map(|(i, e)| (*i, e.clone()))
+                .collect()
+        };
         let db = self.db.clone();
-        let start = match range.start_bound() {
-            Bound::Included(i) => Bound::Included(*i),
-            Bound::Excluded(i) => Bound::Excluded(*i),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(*i),
-            Bound::Excluded(i) => Bound::Excluded(*i),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        blocking(move || {
+        let stored = blocking(move || {
             let txn = db.begin_read().map_err(read_err)?;
             let table = txn.open_table(LOG).map_err(read_err)?;
-            let mut entries = Vec::new();
+            let mut stored = Vec::new();
             for item in table.range::<u64>((start, end)).map_err(read_err)? {
-                let (_, value) = item.map_err(read_err)?;
-                entries.push(serde_json::from_slice(value.value()).map_err(read_err)?);
+                let (index, value) = item.map_err(read_err)?;
+                stored.push((
+                    index.value(),
+                    serde_json::from_slice::<Entry>(value.value()).map_err(read_err)?,
+                ));
             }
-            Ok(entries)
+            Ok(stored)
         })
-        .await
+        .await?;
+        for (index, entry) in stored {
+            entries.entry(index).or_insert(entry);
+        }
+        Ok(entries.into_values().collect())
     }
 }
 
@@ -104,12 +216,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let pending_last = self
+            .pending
+            .lock()
+            .expect("pending log lock")
+            .values()
+            .next_back()
+            .map(|e| e.log_id);
         let db = self.db.clone();
         blocking(move || {
             let last_purged_log_id: Option<LogId> = Self::read_meta(&db, "last_purged")?;
             let txn = db.begin_read().map_err(read_err)?;
             let table = txn.open_table(LOG).map_err(read_err)?;
-            let last = match table.last().map_err(read_err)? {
+            let stored_last = match table.last().map_err(read_err)? {
                 Some((_, value)) => Some(
                     serde_json::from_slice::<Entry>(value.value())
                         .map_err(read_err)?
@@ -117,9 +236,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 ),
                 None => None,
             };
+            let last_log_id = pending_last.max(stored_last).or(last_purged_log_id);
             Ok(LogState {
                 last_purged_log_id,
-                last_log_id: last.or(last_purged_log_id),
+                last_log_id,
             })
         })
         .await
@@ -130,27 +250,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<MemberId>) -> Result<(), StorageError> {
-        let (db, vote) = (self.db.clone(), *vote);
-        blocking(move || {
-            Self::write_meta(&db, "vote", &vote, true)
-                .map_err(|e| StorageIOError::write_vote(&e).into())
-        })
-        .await
+        let vote = *vote;
+        self.write(|done| Op::SaveVote(vote, done)).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<MemberId>>, StorageError> {
         let db = self.db.clone();
         blocking(move || Self::read_meta(&db, "vote")).await
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let db = self.db.clone();
-        blocking(move || Self::write_meta(&db, "committed", &committed, false)).await
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        let db = self.db.clone();
-        blocking(move || Ok(Self::read_meta::<Option<LogId>>(&db, "committed")?.flatten())).await
     }
 
     async fn append<I>(
@@ -162,58 +268,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let db = self.db.clone();
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let result = blocking(move || {
-            let txn = db.begin_write().map_err(write_err)?;
-            {
-                let mut table = txn.open_table(LOG).map_err(write_err)?;
-                for entry in &entries {
-                    let bytes = serde_json::to_vec(entry).map_err(write_err)?;
-                    table
-                        .insert(entry.log_id.index, bytes.as_slice())
-                        .map_err(write_err)?;
-                }
+        {
+            let mut pending = self.pending.lock().expect("pending log lock");
+            for entry in &entries {
+                pending.insert(entry.log_id.index, entry.clone());
             }
-            txn.commit().map_err(write_err)
-        })
-        .await;
-        match &result {
-            Ok(()) => callback.log_io_completed(Ok(())),
-            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
         }
-        result
+        self.writer
+            .send(Op::Append(entries, callback))
+            .map_err(|_| write_err("the log writer has stopped"))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let db = self.db.clone();
-        blocking(move || {
-            let txn = db.begin_write().map_err(write_err)?;
-            txn.open_table(LOG)
-                .map_err(write_err)?
-                .retain_in(log_id.index.., |_, _| false)
-                .map_err(write_err)?;
-            txn.commit().map_err(write_err)
-        })
-        .await
+        self.pending
+            .lock()
+            .expect("pending log lock")
+            .retain(|index, _| *index < log_id.index);
+        self.write(|done| Op::Truncate(log_id.index, done)).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let db = self.db.clone();
-        blocking(move || {
-            let txn = db.begin_write().map_err(write_err)?;
-            {
-                let mut meta = txn.open_table(LOG_META).map_err(write_err)?;
-                let bytes = serde_json::to_vec(&log_id).map_err(write_err)?;
-                meta.insert("last_purged", bytes.as_slice())
-                    .map_err(write_err)?;
-                txn.open_table(LOG)
-                    .map_err(write_err)?
-                    .retain_in(..=log_id.index, |_, _| false)
-                    .map_err(write_err)?;
-            }
-            txn.commit().map_err(write_err)
-        })
-        .await
+        self.write(|done| Op::Purge(log_id, done)).await
     }
 }

@@ -142,6 +142,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        tracing::trace!(entries = entries.len(), "apply");
         let this = self.clone();
         let (results, events) = blocking(move || {
             let mut txn = this.db.begin_write().map_err(sm_write)?;

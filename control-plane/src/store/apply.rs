@@ -26,6 +26,9 @@ pub enum Command {
         key: ObjectKey,
         resource_version: Option<u64>,
     },
+    /// Several commands proposed together (one Raft entry, one fsync), applied in order, each
+    /// with its own result.
+    Batch(Vec<Command>),
 }
 
 impl fmt::Display for Command {
@@ -40,6 +43,7 @@ impl fmt::Display for Command {
                 write!(f, "apply {kind}/{name}")
             }
             Command::Delete { key, .. } => write!(f, "delete {}", key.storage_key()),
+            Command::Batch(commands) => write!(f, "batch of {}", commands.len()),
         }
     }
 }
@@ -75,6 +79,8 @@ pub enum CommandResult {
         object: Value,
     },
     Failed(StoreError),
+    /// The results of a [`Command::Batch`], in its order.
+    Batch(Vec<CommandResult>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

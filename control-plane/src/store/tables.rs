@@ -101,22 +101,14 @@ impl ObjectStore {
             objects.push(value.value().to_vec());
         }
         let meta = txn.open_table(STORE_META).map_err(storage)?;
-        let revision = meta
-            .get("revision")
-            .map_err(storage)?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        let revision = counter(&meta, "revision").map_err(storage)?;
         Ok((objects, revision))
     }
 
     pub fn revision(&self) -> Result<u64, ReadError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let meta = txn.open_table(STORE_META).map_err(storage)?;
-        Ok(meta
-            .get("revision")
-            .map_err(storage)?
-            .map(|v| v.value())
-            .unwrap_or(0))
+        counter(&meta, "revision").map_err(storage)
     }
 
     /// Changes after `from` (exclusive), oldest first; `Expired` when some of them are no
@@ -124,11 +116,7 @@ impl ObjectStore {
     pub fn events_since(&self, from: u64) -> Result<Vec<StoredEvent>, ReadError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let meta = txn.open_table(STORE_META).map_err(storage)?;
-        let compacted = meta
-            .get("compacted")
-            .map_err(storage)?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        let compacted = counter(&meta, "compacted").map_err(storage)?;
         if from < compacted {
             return Err(ReadError::Expired {
                 requested: from,
@@ -152,17 +140,7 @@ impl ObjectStore {
         command: &Command,
     ) -> Result<(CommandResult, Vec<StoredEvent>), redb::Error> {
         let mut writer = Writer::open(txn)?;
-        let result = match command {
-            Command::Apply { object, uid, now } => writer.apply(object.clone(), uid, now),
-            Command::Delete {
-                key,
-                resource_version,
-            } => writer.delete(key, *resource_version),
-        }?;
-        let result = match result {
-            Ok(result) => result,
-            Err(error) => CommandResult::Failed(error),
-        };
+        let result = writer.run(command)?;
         writer.finish(self.retention)?;
         Ok((result, writer.events))
     }
@@ -179,11 +157,7 @@ impl ObjectStore {
             ));
         }
         let meta = txn.open_table(STORE_META).map_err(storage)?;
-        let revision = meta
-            .get("revision")
-            .map_err(storage)?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        let revision = counter(&meta, "revision").map_err(storage)?;
         Ok(StoreSnapshot { revision, objects })
     }
 
@@ -213,6 +187,14 @@ impl ObjectStore {
     }
 }
 
+/// A counter in STORE_META; absent means 0.
+fn counter(
+    table: &impl ReadableTable<&'static str, u64>,
+    name: &str,
+) -> Result<u64, redb::StorageError> {
+    Ok(table.get(name)?.map(|v| v.value()).unwrap_or(0))
+}
+
 /// The object store's part of a Raft snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StoreSnapshot {
@@ -234,7 +216,7 @@ type Decided = Result<CommandResult, StoreError>;
 impl<'t> Writer<'t> {
     fn open(txn: &'t WriteTransaction) -> Result<Self, redb::Error> {
         let meta = txn.open_table(STORE_META)?;
-        let revision = meta.get("revision")?.map(|v| v.value()).unwrap_or(0);
+        let revision = counter(&meta, "revision")?;
         Ok(Writer {
             objects: txn.open_table(OBJECTS)?,
             events_table: txn.open_table(EVENTS)?,
@@ -252,6 +234,24 @@ impl<'t> Writer<'t> {
             ),
             None => None,
         })
+    }
+
+    fn run(&mut self, command: &Command) -> Result<CommandResult, redb::Error> {
+        let decided = match command {
+            Command::Apply { object, uid, now } => self.apply(object.clone(), uid, now)?,
+            Command::Delete {
+                key,
+                resource_version,
+            } => self.delete(key, *resource_version)?,
+            Command::Batch(commands) => {
+                let results = commands
+                    .iter()
+                    .map(|c| self.run(c))
+                    .collect::<Result<_, _>>()?;
+                Ok(CommandResult::Batch(results))
+            }
+        };
+        Ok(decided.unwrap_or_else(CommandResult::Failed))
     }
 
     fn apply(&mut self, object: Value, uid: &str, now: &str) -> Result<Decided, redb::Error> {
@@ -374,7 +374,7 @@ impl<'t> Writer<'t> {
 
     fn finish(&mut self, retention: u64) -> Result<(), redb::Error> {
         self.meta.insert("revision", self.revision)?;
-        let compacted = self.meta.get("compacted")?.map(|v| v.value()).unwrap_or(0);
+        let compacted = counter(&self.meta, "compacted")?;
         let keep_from = self.revision.saturating_sub(retention);
         if keep_from > compacted {
             self.events_table.retain_in(..=keep_from, |_, _| false)?;

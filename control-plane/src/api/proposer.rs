@@ -1,0 +1,73 @@
+//! Group commit for client writes. openraft 0.9 puts each proposal in its own log entry and
+//! makes it durable before taking the next, so one write per fsync would be the ceiling. The
+//! proposer queues the commands that arrive while a proposal is in flight and proposes them
+//! together as one [`Command::Batch`] entry: one fsync for all of them, each with its own
+//! result. A lone client sees no extra wait: its command goes out at once, alone.
+
+use crate::raft::BerthRaft;
+use crate::store::{Command, CommandResult};
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+/// The most commands one entry carries.
+const MAX_BATCH: usize = 512;
+
+type Reply = oneshot::Sender<Result<CommandResult, Status>>;
+
+#[derive(Clone)]
+pub struct Proposer {
+    queue: mpsc::UnboundedSender<(Command, Reply)>,
+}
+
+impl Proposer {
+    /// Starts the proposing task; it ends when every `Proposer` handle is dropped.
+    pub fn start(raft: BerthRaft) -> Proposer {
+        let (queue, commands) = mpsc::unbounded_channel();
+        tokio::spawn(propose_loop(raft, commands));
+        Proposer { queue }
+    }
+
+    /// Proposes one command and waits for its result once applied here.
+    pub async fn propose(&self, command: Command) -> Result<CommandResult, Status> {
+        let (reply, result) = oneshot::channel();
+        self.queue
+            .send((command, reply))
+            .map_err(|_| Status::unavailable("the member is shutting down"))?;
+        result
+            .await
+            .map_err(|_| Status::unavailable("the member is shutting down"))?
+    }
+}
+
+async fn propose_loop(raft: BerthRaft, mut commands: mpsc::UnboundedReceiver<(Command, Reply)>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (mut commands_of_batch, replies): (Vec<Command>, Vec<Reply>) = batch.drain(..).unzip();
+        let proposal = if commands_of_batch.len() == 1 {
+            commands_of_batch.pop().expect("one command")
+        } else {
+            Command::Batch(commands_of_batch)
+        };
+        tracing::trace!(commands = replies.len(), "proposing");
+        match raft.client_write(proposal).await {
+            Ok(response) => match response.data {
+                CommandResult::Batch(results) if replies.len() > 1 => {
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok(result));
+                    }
+                }
+                result => {
+                    for reply in replies {
+                        let _ = reply.send(Ok(result.clone()));
+                    }
+                }
+            },
+            Err(error) => {
+                let status = super::errors::write_status(error);
+                for reply in replies {
+                    let _ = reply.send(Err(status.clone()));
+                }
+            }
+        }
+    }
+}
