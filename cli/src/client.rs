@@ -91,12 +91,19 @@ pub fn decode(bytes: &[u8]) -> Result<Resource> {
     Resource::from_json(bytes).context("the server sent an object this client cannot read")
 }
 
-/// The kinds a comma-separated argument names (`deploy,svc`).
+/// The kinds a comma-separated argument names (`deploy,svc`); `all` is kubectl's set of
+/// workload kinds.
 pub fn parse_kinds(arg: &str) -> Result<Vec<Kind>> {
-    arg.split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| Ok(s.parse::<Kind>()?))
-        .collect()
+    let mut kinds = Vec::new();
+    for name in arg.split(',').filter(|s| !s.is_empty()) {
+        if name == "all" {
+            kinds.extend([Kind::Pod, Kind::Service, Kind::Deployment, Kind::ReplicaSet]);
+        } else {
+            kinds.push(name.parse::<Kind>()?);
+        }
+    }
+    kinds.dedup();
+    Ok(kinds)
 }
 
 pub fn object_ref(key: &ObjectKey) -> berth_proto::pb::ObjectRef {

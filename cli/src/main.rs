@@ -43,7 +43,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = if matches!(cli.command, Command::Server(_)) {
-        "info"
+        "info,openraft=warn"
     } else {
         "warn"
     };

@@ -99,7 +99,7 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
                 .map(|(kind, objects, _)| output::table(*kind, objects, &options))
                 .collect();
             print!("{}", tables.join("\n"));
-            if total == 0 && !args.watch {
+            if total == 0 && !args.watch && query.names.is_empty() {
                 eprintln!("{}", nothing_found(&kinds, &query));
             }
         }
