@@ -36,6 +36,8 @@ enum Command {
     Describe(commands::describe::Args),
     /// Delete objects by name or by the manifests that made them.
     Delete(commands::delete::Args),
+    /// List the control-plane members, or remove one.
+    Members(commands::members::Args),
     /// Print client and server versions.
     Version,
 }
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
             Command::Get(args) => commands::get::run(server, args).await,
             Command::Describe(args) => commands::describe::run(server, args).await,
             Command::Delete(args) => commands::delete::run(server, args).await,
+            Command::Members(args) => commands::members::run(server, args).await,
             Command::Version => commands::version::run(server).await,
         }
     });

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod member;
+pub mod membership;
 pub mod raft;
 pub mod store;
 

@@ -29,6 +29,8 @@ pub struct MemberConfig {
     pub listen: Option<SocketAddr>,
     /// Bootstrap a new one-member cluster in an empty data directory.
     pub init: bool,
+    /// Join the cluster this member (any member) belongs to, with an empty data directory.
+    pub join: Option<String>,
     /// Build a snapshot (and compact the log) after this many applied entries.
     pub snapshot_threshold: u64,
     /// Revisions of change history kept for watches to resume from.
@@ -43,6 +45,7 @@ impl MemberConfig {
             data_dir: data_dir.into(),
             listen: None,
             init: false,
+            join: None,
             snapshot_threshold: 10_000,
             watch_history: 10_000,
             heartbeat_interval_ms: 100,
@@ -57,8 +60,14 @@ pub enum MemberError {
     DataDir { path: PathBuf, message: String },
     #[error("{0} already holds a member; start it without --init")]
     AlreadyInitialized(PathBuf),
-    #[error("{0} holds no member: bootstrap a cluster there with --init")]
+    #[error(
+        "{0} holds no member: bootstrap a cluster there with --init, or join one with --join ADDR"
+    )]
     NotInitialized(PathBuf),
+    #[error("--init and --join exclude each other: bootstrap a new cluster, or join one")]
+    InitAndJoin,
+    #[error("joining the cluster through {peer}: {message}")]
+    Join { peer: String, message: String },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -86,6 +95,8 @@ pub struct Member {
     pub addr: SocketAddr,
     pub raft: BerthRaft,
     shutdown: Option<oneshot::Sender<()>>,
+    /// The store file; closed once every part of this member that uses it has stopped.
+    store_file: std::sync::Weak<redb::Database>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -109,9 +120,14 @@ impl Member {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(data_dir_error(&identity_path, e)),
         };
+        if config.init && config.join.is_some() {
+            return Err(MemberError::InitAndJoin);
+        }
         match (&existing, config.init) {
             (Some(_), true) => return Err(MemberError::AlreadyInitialized(dir.clone())),
-            (None, false) => return Err(MemberError::NotInitialized(dir.clone())),
+            (None, false) if config.join.is_none() => {
+                return Err(MemberError::NotInitialized(dir.clone()))
+            }
             _ => {}
         }
         let listen = config
@@ -134,19 +150,24 @@ impl Member {
                 addr: listen,
                 source,
             })?;
-        let id = existing.as_ref().map(|i| i.id).unwrap_or(1);
+        let id = match (&existing, &config.join) {
+            (Some(identity), _) => identity.id,
+            (None, Some(peer)) => join(peer, addr).await?,
+            (None, None) => 1,
+        };
 
         let store_path = dir.join(STORE_FILE);
-        let (raft, store, hub) = open_raft(id, &store_path, &config).await?;
+        let (raft, store, hub, store_file) = open_raft(id, &store_path, &config).await?;
 
-        let api = ApiService::new(raft.clone(), store, hub);
+        let barrier = crate::raft::leader::ReadBarrier::default();
+        let api = ApiService::new(raft.clone(), barrier.clone(), store, hub);
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let incoming = berth_proto::transport::incoming(listener);
         let server = tokio::spawn(
             berth_proto::transport::server()
                 .add_service(ApiServer::new(api).max_decoding_message_size(16 << 20))
                 .add_service(
-                    RaftServer::new(RaftService::new(raft.clone()))
+                    RaftServer::new(RaftService::new(raft.clone(), barrier))
                         .max_decoding_message_size(256 << 20),
                 )
                 .serve_with_incoming_shutdown(incoming, async {
@@ -158,6 +179,7 @@ impl Member {
             addr,
             raft,
             shutdown: Some(shutdown_tx),
+            store_file,
             server,
         };
 
@@ -191,12 +213,14 @@ impl Member {
                 serde_json::to_vec_pretty(&Identity { id, addr }).expect("identity serialises");
             write_durably(&identity_path, &identity)
                 .map_err(|e| data_dir_error(&identity_path, e))?;
-        } else if existing.as_ref().map(|i| i.addr) != Some(addr) {
+        }
+        if !config.init && existing.as_ref().map(|i| i.addr) != Some(addr) {
             let identity =
                 serde_json::to_vec_pretty(&Identity { id, addr }).expect("identity serialises");
             write_durably(&identity_path, &identity)
                 .map_err(|e| data_dir_error(&identity_path, e))?;
         }
+        tokio::spawn(crate::membership::run_promoter(member.raft.clone()));
         tracing::info!(member = id, %addr, "control-plane member serving");
         Ok(member)
     }
@@ -221,6 +245,12 @@ impl Member {
             tracing::warn!("raft shutdown: {e}");
         }
         let _ = (&mut self.server).await;
+        // Tasks of the stopped server and Raft let go of the store a moment later; a member
+        // restarted in the same process must find the file closed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.store_file.strong_count() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Resolves when the gRPC server stops (it only stops on shutdown or a fatal error).
@@ -232,11 +262,42 @@ impl Member {
     }
 }
 
+/// Asks the cluster `peer` belongs to for a member id; the leader adds this member (at
+/// `addr`) as a learner.
+async fn join(peer: &str, addr: SocketAddr) -> Result<MemberId, MemberError> {
+    let error = |message: String| MemberError::Join {
+        peer: peer.to_string(),
+        message,
+    };
+    let channel = berth_proto::transport::connect(peer)
+        .await
+        .map_err(|e| error(e.to_string()))?;
+    let mut api = berth_proto::pb::api_client::ApiClient::new(channel);
+    let request = berth_proto::pb::JoinRequest {
+        addr: addr.to_string(),
+    };
+    let response = api
+        .join(request)
+        .await
+        .map_err(|status| error(status.message().to_string()))?;
+    let id = response.into_inner().id;
+    tracing::info!(member = id, peer, "joined as a learner");
+    Ok(id)
+}
+
 async fn open_raft(
     id: MemberId,
     path: &Path,
     config: &MemberConfig,
-) -> Result<(BerthRaft, ObjectStore, WatchHub), MemberError> {
+) -> Result<
+    (
+        BerthRaft,
+        ObjectStore,
+        WatchHub,
+        std::sync::Weak<redb::Database>,
+    ),
+    MemberError,
+> {
     let store_error = |source: redb::Error| MemberError::Store {
         path: path.to_path_buf(),
         source,
@@ -249,6 +310,7 @@ async fn open_raft(
             .map_err(|e| store_error(e.into()))?
     };
     let db = Arc::new(db);
+    let store_file = Arc::downgrade(&db);
     let store = ObjectStore::new(db.clone(), config.watch_history).map_err(store_error)?;
     let hub = WatchHub::new(4096);
     let log_store = LogStore::new(db.clone()).map_err(store_error)?;
@@ -273,7 +335,7 @@ async fn open_raft(
     )
     .await
     .map_err(|e| MemberError::Raft(e.to_string()))?;
-    Ok((raft, store, hub))
+    Ok((raft, store, hub, store_file))
 }
 
 /// Writes a small file so that a crash leaves either the old or the new content.

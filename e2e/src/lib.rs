@@ -4,6 +4,10 @@
 //! (and whatever interfaces the test makes): no packet can leave the machine, tests cannot
 //! collide on ports, and the namespace disappears with the test's processes.
 
+pub mod cluster;
+pub mod linearizability;
+pub mod network;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -31,12 +35,26 @@ pub struct Server {
 impl Server {
     /// Starts `berth server` and waits for its `api: ADDR` line.
     pub fn start(berth: &Path, env: &TestEnv, extra: &[&str]) -> Server {
-        let data_dir = env.root.path().join("server");
-        let mut child = env
-            .command(berth)
+        Server::start_on(None, berth, env, &env.root.path().join("server"), extra)
+    }
+
+    /// Starts `berth server` on `host` (or in the caller's namespace) with `data_dir`.
+    pub fn start_on(
+        host: Option<&network::Host>,
+        berth: &Path,
+        env: &TestEnv,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Server {
+        let mut command = match host {
+            Some(host) => host.command(berth),
+            None => Command::new(berth),
+        };
+        env.configure(&mut command);
+        let mut child = command
             .arg("server")
             .arg("--data-dir")
-            .arg(&data_dir)
+            .arg(data_dir)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -55,8 +73,14 @@ impl Server {
         Server {
             addr: addr.to_string(),
             child: Some(child),
-            data_dir,
+            data_dir: data_dir.to_path_buf(),
         }
+    }
+
+    pub fn pid(&self) -> Option<nix::unistd::Pid> {
+        self.child
+            .as_ref()
+            .map(|c| nix::unistd::Pid::from_raw(c.id() as i32))
     }
 
     /// SIGKILL, as a crash would.
@@ -103,15 +127,19 @@ impl TestEnv {
     /// A command with this environment's XDG directories and no BERTH_SERVER from outside.
     pub fn command(&self, program: &Path) -> Command {
         let mut command = Command::new(program);
+        self.configure(&mut command);
+        command
+    }
+
+    fn configure(&self, command: &mut Command) {
         command
             .env("XDG_CONFIG_HOME", self.root.path().join("config"))
             .env("XDG_DATA_HOME", self.root.path().join("data"))
             .env_remove("BERTH_SERVER")
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
             );
-        command
     }
 
     /// Runs a client command to completion.

@@ -4,5 +4,6 @@ pub mod apply;
 pub mod delete;
 pub mod describe;
 pub mod get;
+pub mod members;
 pub mod server;
 pub mod version;

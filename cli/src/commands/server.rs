@@ -20,6 +20,10 @@ pub struct Args {
     /// config.
     #[arg(long)]
     init: bool,
+    /// Join the cluster of the member at this address (host:port) with an empty data
+    /// directory: added as a learner, promoted to voter once caught up.
+    #[arg(long, value_name = "PEER_ADDR", conflicts_with = "init")]
+    join: Option<String>,
     /// Snapshot and compact the Raft log after this many entries.
     #[arg(long, default_value_t = 10_000)]
     snapshot_threshold: u64,
@@ -35,6 +39,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let mut config = MemberConfig::new(&data_dir);
     config.listen = args.listen;
     config.init = args.init;
+    config.join = args.join;
     config.snapshot_threshold = args.snapshot_threshold;
     config.watch_history = args.watch_history;
     let mut member = Member::start(config).await?;

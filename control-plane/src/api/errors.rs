@@ -4,7 +4,7 @@
 
 use crate::raft::MemberId;
 use crate::store::{ReadError, StoreError};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::BasicNode;
 use tonic::Status;
 
@@ -42,18 +42,6 @@ pub fn write_status(error: RaftError<MemberId, ClientWriteError<MemberId, BasicN
             not_leader(f.leader_id, f.leader_node.as_ref())
         }
         RaftError::APIError(e) => Status::failed_precondition(e.to_string()),
-        RaftError::Fatal(e) => {
-            Status::unavailable(format!("the store is shutting down or failed: {e}"))
-        }
-    }
-}
-
-pub fn read_status(error: RaftError<MemberId, CheckIsLeaderError<MemberId, BasicNode>>) -> Status {
-    match error {
-        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
-            not_leader(f.leader_id, f.leader_node.as_ref())
-        }
-        RaftError::APIError(e) => Status::unavailable(e.to_string()),
         RaftError::Fatal(e) => {
             Status::unavailable(format!("the store is shutting down or failed: {e}"))
         }

@@ -8,31 +8,43 @@ mod errors;
 mod proposer;
 mod watch;
 
+use crate::membership;
+use crate::raft::leader::{LeaderLink, ReadBarrier, ReadIndexError};
 use crate::raft::BerthRaft;
 use crate::store::{apply, Command, CommandResult, ObjectStore, Outcome, WatchHub};
+use berth_proto::pb::api_client::ApiClient;
 use berth_proto::pb::api_server::Api;
 use berth_proto::pb::{self, ApplyOutcome};
 use berth_proto::selector::Selector;
 use berth_proto::{Kind, ObjectKey, Resource, DEFAULT_NAMESPACE};
-use errors::{read_status, store_status};
+use errors::store_status;
 use serde_json::Value;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 pub struct ApiService {
     raft: BerthRaft,
+    leader: LeaderLink,
+    barrier: ReadBarrier,
     proposer: proposer::Proposer,
     store: ObjectStore,
     hub: WatchHub,
+    /// Joins are handled one at a time, so that two joiners never get the same id.
+    joins: tokio::sync::Mutex<()>,
 }
 
 impl ApiService {
-    pub fn new(raft: BerthRaft, store: ObjectStore, hub: WatchHub) -> Self {
-        let proposer = proposer::Proposer::start(raft.clone());
+    pub fn new(raft: BerthRaft, barrier: ReadBarrier, store: ObjectStore, hub: WatchHub) -> Self {
+        let leader = LeaderLink::default();
+        let proposer = proposer::Proposer::start(raft.clone(), leader.clone());
         ApiService {
+            leader,
+            barrier,
             raft,
             proposer,
             store,
             hub,
+            joins: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -42,11 +54,58 @@ impl ApiService {
         self.proposer.propose(command).await
     }
 
+    /// Makes the next local read linearizable: confirms leadership, or on a follower waits
+    /// until it has applied the leader's read index.
     async fn linearize(&self, stale_ok: bool) -> Result<(), Status> {
-        if !stale_ok {
-            self.raft.ensure_linearizable().await.map_err(read_status)?;
+        if stale_ok {
+            return Ok(());
         }
-        Ok(())
+        match self.barrier.read_index(&self.raft).await {
+            Ok(index) => self.wait_applied(index).await,
+            Err(ReadIndexError::NotLeader(Some(leader))) => {
+                self.wait_applied(self.leader.read_index(&leader.addr).await?)
+                    .await
+            }
+            Err(ReadIndexError::NotLeader(None)) => {
+                Err(Status::unavailable("no leader elected yet; retry shortly"))
+            }
+            Err(ReadIndexError::Failed(message)) => Err(Status::unavailable(message)),
+        }
+    }
+
+    async fn wait_applied(&self, index: u64) -> Result<(), Status> {
+        self.raft
+            .wait(Some(std::time::Duration::from_secs(5)))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "this member is not catching up with the leader: {e}"
+                ))
+            })
+    }
+
+    /// The leader's API, or `None` if this member leads. Membership changes run on the leader.
+    async fn leader_api(&self) -> Result<Option<ApiClient<Channel>>, Status> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let Some(leader) = metrics.current_leader else {
+            return Err(Status::unavailable("no leader elected yet; retry shortly"));
+        };
+        if leader == metrics.id {
+            return Ok(None);
+        }
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned();
+        let node = node
+            .ok_or_else(|| Status::unavailable("the leader is not in this member's membership"))?;
+        let channel = berth_proto::transport::connect(&node.addr)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Some(ApiClient::new(channel)))
     }
 
     /// Runs a blocking store read off the runtime threads.
@@ -273,6 +332,49 @@ impl Api for ApiService {
         let stream =
             watch::start(self.store.clone(), &self.hub, filter, request.from_revision).await?;
         Ok(Response::new(stream))
+    }
+
+    async fn members(
+        &self,
+        request: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::MembersResponse>, Status> {
+        if let Some(mut leader) = self.leader_api().await? {
+            return leader.members(request.into_inner()).await;
+        }
+        let metrics = self.raft.metrics().borrow().clone();
+        Ok(Response::new(membership::members_view(&metrics)))
+    }
+
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let request = request.into_inner();
+        if request.addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Status::invalid_argument(format!(
+                "{:?} is not an address (host:port)",
+                request.addr
+            )));
+        }
+        if let Some(mut leader) = self.leader_api().await? {
+            return leader.join(request).await;
+        }
+        let _one_at_a_time = self.joins.lock().await;
+        let id = membership::add_learner(&self.raft, &request.addr).await?;
+        Ok(Response::new(pb::JoinResponse { id }))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MembersResponse>, Status> {
+        let request = request.into_inner();
+        if let Some(mut leader) = self.leader_api().await? {
+            return leader.remove_member(request).await;
+        }
+        membership::remove(&self.raft, request.id).await?;
+        let metrics = self.raft.metrics().borrow().clone();
+        Ok(Response::new(membership::members_view(&metrics)))
     }
 
     async fn cluster(

@@ -4,8 +4,10 @@
 //! together as one [`Command::Batch`] entry: one fsync for all of them, each with its own
 //! result. A lone client sees no extra wait: its command goes out at once, alone.
 
+use crate::raft::leader::LeaderLink;
 use crate::raft::BerthRaft;
 use crate::store::{Command, CommandResult};
+use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
@@ -21,9 +23,9 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the proposing task; it ends when every `Proposer` handle is dropped.
-    pub fn start(raft: BerthRaft) -> Proposer {
+    pub fn start(raft: BerthRaft, leader: LeaderLink) -> Proposer {
         let (queue, commands) = mpsc::unbounded_channel();
-        tokio::spawn(propose_loop(raft, commands));
+        tokio::spawn(propose_loop(raft, leader, commands));
         Proposer { queue }
     }
 
@@ -39,7 +41,29 @@ impl Proposer {
     }
 }
 
-async fn propose_loop(raft: BerthRaft, mut commands: mpsc::UnboundedReceiver<(Command, Reply)>) {
+/// Proposes here if this member leads, else forwards to the leader.
+async fn propose_or_forward(
+    raft: &BerthRaft,
+    leader: &LeaderLink,
+    proposal: Command,
+) -> Result<CommandResult, Status> {
+    match raft.client_write(proposal.clone()).await {
+        Ok(response) => Ok(response.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))
+            if to.leader_node.is_some() =>
+        {
+            let addr = to.leader_node.expect("checked").addr;
+            leader.forward(&addr, &proposal).await
+        }
+        Err(error) => Err(super::errors::write_status(error)),
+    }
+}
+
+async fn propose_loop(
+    raft: BerthRaft,
+    leader: LeaderLink,
+    mut commands: mpsc::UnboundedReceiver<(Command, Reply)>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (mut commands_of_batch, replies): (Vec<Command>, Vec<Reply>) = batch.drain(..).unzip();
@@ -49,21 +73,18 @@ async fn propose_loop(raft: BerthRaft, mut commands: mpsc::UnboundedReceiver<(Co
             Command::Batch(commands_of_batch)
         };
         tracing::trace!(commands = replies.len(), "proposing");
-        match raft.client_write(proposal).await {
-            Ok(response) => match response.data {
-                CommandResult::Batch(results) if replies.len() > 1 => {
-                    for (reply, result) in replies.into_iter().zip(results) {
-                        let _ = reply.send(Ok(result));
-                    }
+        match propose_or_forward(&raft, &leader, proposal).await {
+            Ok(CommandResult::Batch(results)) if replies.len() > 1 => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
                 }
-                result => {
-                    for reply in replies {
-                        let _ = reply.send(Ok(result.clone()));
-                    }
+            }
+            Ok(result) => {
+                for reply in replies {
+                    let _ = reply.send(Ok(result.clone()));
                 }
-            },
-            Err(error) => {
-                let status = super::errors::write_status(error);
+            }
+            Err(status) => {
                 for reply in replies {
                     let _ = reply.send(Err(status.clone()));
                 }

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 /// Log entries by index, as JSON.
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-/// `vote` and `last_purged`, as JSON.
+/// `vote`, `committed` and `last_purged`, as JSON.
 const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta");
 
 /// The most operations one commit takes; bounds the latency of the first of them.
@@ -46,6 +46,7 @@ enum Op {
     Truncate(u64, Done),
     Purge(LogId, Done),
     SaveVote(Vote<MemberId>, Done),
+    SaveCommitted(Option<LogId>, Done),
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -135,7 +136,10 @@ fn write_loop(db: &Database, pending: &Mutex<BTreeMap<u64, Entry>>, ops: mpsc::R
                     }
                     callback.log_io_completed(result.clone().map_err(std::io::Error::other));
                 }
-                Op::Truncate(_, done) | Op::Purge(_, done) | Op::SaveVote(_, done) => {
+                Op::Truncate(_, done)
+                | Op::Purge(_, done)
+                | Op::SaveVote(_, done)
+                | Op::SaveCommitted(_, done) => {
                     let _ = done.send(result.clone());
                 }
             }
@@ -162,6 +166,9 @@ fn commit_group(db: &Database, group: &[Op]) -> Result<(), redb::Error> {
                 }
                 Op::SaveVote(vote, _) => {
                     meta.insert("vote", json(vote)?.as_slice())?;
+                }
+                Op::SaveCommitted(committed, _) => {
+                    meta.insert("committed", json(committed)?.as_slice())?;
                 }
             }
         }
@@ -252,6 +259,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<MemberId>) -> Result<(), StorageError> {
         let vote = *vote;
         self.write(|done| Op::SaveVote(vote, done)).await
+    }
+
+    /// The commit index survives restarts: a member that leads again in the same term serves
+    /// linearizable reads from it (its read index), so it must not come back lower.
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.write(|done| Op::SaveCommitted(committed, done)).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let db = self.db.clone();
+        blocking(move || Ok(Self::read_meta::<Option<LogId>>(&db, "committed")?.flatten())).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<MemberId>>, StorageError> {

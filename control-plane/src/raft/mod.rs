@@ -11,6 +11,7 @@
 // openraft's StorageError is large; it is openraft's type, returned as openraft expects.
 #![allow(clippy::result_large_err)]
 
+pub mod leader;
 pub mod log_store;
 pub mod network;
 pub mod service;

@@ -9,11 +9,12 @@ use tonic::{Request, Response, Status};
 
 pub struct RaftService {
     raft: BerthRaft,
+    barrier: super::leader::ReadBarrier,
 }
 
 impl RaftService {
-    pub fn new(raft: BerthRaft) -> Self {
-        RaftService { raft }
+    pub fn new(raft: BerthRaft, barrier: super::leader::ReadBarrier) -> Self {
+        RaftService { raft, barrier }
     }
 }
 
@@ -38,6 +39,39 @@ impl Raft for RaftService {
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         encode(self.raft.vote(decode(request)?).await)
+    }
+
+    async fn forward(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        // Forwarded commands are not forwarded again: a member that lost the lead answers with
+        // an error and the follower's client retries.
+        let command: crate::store::Command = decode(request)?;
+        let result = self
+            .raft
+            .client_write(command)
+            .await
+            .map(|r| r.data)
+            .map_err(|e| e.to_string());
+        encode(result)
+    }
+
+    async fn read_index(
+        &self,
+        _request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let result = self
+            .barrier
+            .read_index(&self.raft)
+            .await
+            .map_err(|e| match e {
+                super::leader::ReadIndexError::NotLeader(_) => {
+                    "this member is not the leader".to_string()
+                }
+                super::leader::ReadIndexError::Failed(message) => message,
+            });
+        encode(result)
     }
 
     async fn install_snapshot(

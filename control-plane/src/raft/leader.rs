@@ -1,0 +1,100 @@
+//! Reaching the leader from a follower: client commands are forwarded to it, and a
+//! linearizable read on a follower first asks it for a read index.
+
+use super::BerthRaft;
+use crate::store::{Command, CommandResult};
+use berth_proto::pb::raft_client::RaftClient;
+use berth_proto::pb::RaftMessage;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tonic::transport::Channel;
+use tonic::Status;
+
+/// Channels to the members that lead (or led) the cluster, by address.
+#[derive(Clone, Default)]
+pub struct LeaderLink {
+    clients: Arc<Mutex<HashMap<String, RaftClient<Channel>>>>,
+}
+
+impl LeaderLink {
+    fn client(&self, addr: &str) -> Result<RaftClient<Channel>, Status> {
+        let mut clients = self.clients.lock().expect("leader link lock");
+        if let Some(client) = clients.get(addr) {
+            return Ok(client.clone());
+        }
+        let channel = berth_proto::transport::connect_lazy(addr)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let client = RaftClient::new(channel).max_decoding_message_size(256 << 20);
+        clients.insert(addr.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Has the leader at `addr` propose `command`; its result once applied there.
+    pub async fn forward(&self, addr: &str, command: &Command) -> Result<CommandResult, Status> {
+        let data = serde_json::to_vec(command).map_err(|e| Status::internal(e.to_string()))?;
+        let reply = self
+            .client(addr)?
+            .forward(RaftMessage { data })
+            .await?
+            .into_inner();
+        let result: Result<CommandResult, String> =
+            serde_json::from_slice(&reply.data).map_err(|e| Status::internal(e.to_string()))?;
+        result.map_err(Status::unavailable)
+    }
+
+    /// The read index of the leader at `addr`: once this member has applied up to it, a local
+    /// read is linearizable.
+    pub async fn read_index(&self, addr: &str) -> Result<u64, Status> {
+        let reply = self
+            .client(addr)?
+            .read_index(RaftMessage { data: Vec::new() })
+            .await?
+            .into_inner();
+        let index: Result<u64, String> =
+            serde_json::from_slice(&reply.data).map_err(|e| Status::internal(e.to_string()))?;
+        index.map_err(Status::unavailable)
+    }
+}
+
+/// Why a read index could not be had here.
+pub enum ReadIndexError {
+    /// This member does not lead; the leader, if known.
+    NotLeader(Option<openraft::BasicNode>),
+    Failed(String),
+}
+
+/// Makes a leader's read index trustworthy. openraft 0.9 lets a member that restarts with a
+/// committed vote of its own lead again in the same term without appending anything; its
+/// commit index then lags what it acknowledged before the restart, and so would its read
+/// index. The first read of each term therefore commits an empty entry first: committing it
+/// commits everything before it.
+#[derive(Clone, Default)]
+pub struct ReadBarrier {
+    /// The term (+1) in which this member last committed a barrier entry; 0: never.
+    term: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ReadBarrier {
+    /// The log index a linearizable read must see applied, if this member leads.
+    pub async fn read_index(&self, raft: &BerthRaft) -> Result<u64, ReadIndexError> {
+        use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+        use std::sync::atomic::Ordering;
+        let term = raft.metrics().borrow().current_term;
+        if self.term.load(Ordering::Acquire) != term + 1 {
+            match raft.client_write(Command::Batch(Vec::new())).await {
+                Ok(_) => self.term.store(term + 1, Ordering::Release),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
+                    return Err(ReadIndexError::NotLeader(to.leader_node))
+                }
+                Err(e) => return Err(ReadIndexError::Failed(e.to_string())),
+            }
+        }
+        match raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) => {
+                Err(ReadIndexError::NotLeader(to.leader_node))
+            }
+            Err(e) => Err(ReadIndexError::Failed(e.to_string())),
+        }
+    }
+}

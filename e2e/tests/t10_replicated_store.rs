@@ -1,0 +1,151 @@
+//! A three-member control plane, each member on a host (network namespace) of its own.
+
+use berth_e2e::cluster::Cluster;
+use berth_e2e::{eventually, isolate_network};
+use std::time::Duration;
+
+fn config_map(name: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n"
+    )
+}
+
+fn value_on(cluster: &Cluster, member: usize, name: &str) -> Option<String> {
+    let run = cluster.berth_on(member, &["get", "cm", name, "-o", "json"]);
+    if !run.success() {
+        eprintln!("get cm {name} on member {member}: {}", run.stderr().trim());
+        return None;
+    }
+    let object: serde_json::Value = serde_json::from_str(&run.stdout()).ok()?;
+    object["data"]["value"].as_str().map(str::to_string)
+}
+
+#[test]
+fn t10_bootstrap_join_and_any_member_serves() {
+    isolate_network();
+    let cluster = Cluster::start(3, &[]);
+    // A write through each member (followers forward to the leader) is read back through
+    // every member (followers wait for the leader's read index).
+    for writer in 0..3 {
+        let name = format!("from-{writer}");
+        cluster.apply_on(writer, &config_map(&name, "x")).ok();
+        for reader in 0..3 {
+            assert_eq!(
+                value_on(&cluster, reader, &name).as_deref(),
+                Some("x"),
+                "{name} read through member {reader}"
+            );
+        }
+    }
+}
+
+#[test]
+fn t20_leader_sigkill_writes_resume_on_the_new_leader() {
+    isolate_network();
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.apply_on(0, &config_map("before", "1")).ok();
+    let leader = cluster.leader(0).expect("a leader");
+    cluster.kill(leader);
+    let survivor = (0..3).find(|i| *i != leader).unwrap();
+    let resumed = eventually(Duration::from_secs(10), || {
+        cluster
+            .apply_on(survivor, &config_map("after", "2"))
+            .success()
+    });
+    assert!(resumed, "writes did not resume after the leader was killed");
+    let new_leader = cluster.leader(survivor).expect("a new leader");
+    assert_ne!(new_leader, leader);
+    for member in (0..3).filter(|i| *i != leader) {
+        assert_eq!(value_on(&cluster, member, "before").as_deref(), Some("1"));
+        assert_eq!(value_on(&cluster, member, "after").as_deref(), Some("2"));
+    }
+    // The old leader comes back as a follower and catches up.
+    cluster.restart(leader);
+    assert!(eventually(Duration::from_secs(10), || value_on(
+        &cluster, leader, "after"
+    )
+    .as_deref()
+        == Some("2")));
+}
+
+#[test]
+fn t30_minority_partition_refuses_writes_then_heals() {
+    isolate_network();
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(0).expect("a leader");
+    let cut = (0..3).find(|i| *i != leader).unwrap();
+    cluster.network.partition(cut);
+    assert!(
+        !cluster
+            .apply_on(cut, &config_map("minority", "no"))
+            .success(),
+        "a cut-off member must refuse writes"
+    );
+    let majority = (0..3).find(|i| *i != cut).unwrap();
+    cluster
+        .apply_on(majority, &config_map("majority", "yes"))
+        .ok();
+    cluster.network.heal(cut);
+    assert!(
+        eventually(Duration::from_secs(10), || value_on(
+            &cluster, cut, "majority"
+        )
+        .as_deref()
+            == Some("yes")),
+        "the healed member did not catch up"
+    );
+    assert_eq!(
+        value_on(&cluster, majority, "minority"),
+        None,
+        "the refused write must not appear"
+    );
+}
+
+#[test]
+fn t40_full_cluster_sigkill_and_restart_loses_nothing() {
+    isolate_network();
+    let mut cluster = Cluster::start(3, &[]);
+    for i in 0..20 {
+        cluster
+            .apply_on(i % 3, &config_map(&format!("c{i}"), &i.to_string()))
+            .ok();
+    }
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || cluster.leader(0).is_some()),
+        "no leader after restart"
+    );
+    for i in 0..20 {
+        assert_eq!(
+            value_on(&cluster, (i + 1) % 3, &format!("c{i}")),
+            Some(i.to_string())
+        );
+    }
+}
+
+#[test]
+fn t50_new_member_catches_up_by_snapshot() {
+    isolate_network();
+    // A tiny snapshot threshold, so the log is compacted long before the third member joins:
+    // it can only catch up by installing a snapshot.
+    let mut cluster = Cluster::with_hosts(3, 2, &["--snapshot-threshold", "10"]);
+    for i in 0..40 {
+        cluster
+            .apply_on(i % 2, &config_map(&format!("c{i}"), &i.to_string()))
+            .ok();
+    }
+    cluster.join(2, &["--snapshot-threshold", "10"]);
+    cluster.wait_for_voters(3);
+    for i in 0..40 {
+        assert_eq!(
+            value_on(&cluster, 2, &format!("c{i}")),
+            Some(i.to_string()),
+            "c{i} on the new member"
+        );
+    }
+}
