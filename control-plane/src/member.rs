@@ -160,6 +160,8 @@ impl Member {
         let (raft, store, hub, store_file) = open_raft(id, &store_path, &config).await?;
 
         let barrier = crate::raft::leader::ReadBarrier::default();
+        let contact = crate::raft::prevote::LeaderContact::default();
+        let election_timeout = Duration::from_millis(config.election_timeout_ms.0);
         let api = ApiService::new(raft.clone(), barrier.clone(), store, hub);
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let incoming = berth_proto::transport::incoming(listener);
@@ -167,8 +169,13 @@ impl Member {
             berth_proto::transport::server()
                 .add_service(ApiServer::new(api).max_decoding_message_size(16 << 20))
                 .add_service(
-                    RaftServer::new(RaftService::new(raft.clone(), barrier))
-                        .max_decoding_message_size(256 << 20),
+                    RaftServer::new(RaftService::new(
+                        raft.clone(),
+                        barrier,
+                        contact.clone(),
+                        election_timeout,
+                    ))
+                    .max_decoding_message_size(256 << 20),
                 )
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = shutdown_rx.await;
@@ -221,6 +228,13 @@ impl Member {
                 .map_err(|e| data_dir_error(&identity_path, e))?;
         }
         tokio::spawn(crate::membership::run_promoter(member.raft.clone()));
+        let tick = Duration::from_millis(config.heartbeat_interval_ms);
+        tokio::spawn(crate::raft::prevote::run(
+            member.raft.clone(),
+            contact,
+            election_timeout,
+            tick,
+        ));
         tracing::info!(member = id, %addr, "control-plane member serving");
         Ok(member)
     }

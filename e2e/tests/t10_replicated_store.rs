@@ -149,3 +149,36 @@ fn t50_new_member_catches_up_by_snapshot() {
         );
     }
 }
+
+/// The TERM column of `berth members` as member `i` sees it.
+fn term_on(cluster: &Cluster, i: usize) -> Option<u64> {
+    let out = cluster.berth_on(i, &["members"]).stdout();
+    out.lines().nth(1)?.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[test]
+fn t60_a_rejoining_partitioned_member_does_not_depose_the_leader() {
+    isolate_network();
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(0).expect("a leader");
+    let term = term_on(&cluster, leader).expect("a term");
+    let cut = (0..3).find(|i| *i != leader).unwrap();
+    cluster.network.partition(cut);
+    // Many election timeouts long: an unguarded member would bump its term again and again.
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.network.heal(cut);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        cluster.leader(leader),
+        Some(leader),
+        "the leader was deposed"
+    );
+    assert_eq!(term_on(&cluster, leader), Some(term), "the term moved");
+    // And the healed member is back in the cluster.
+    let rejoined = eventually(Duration::from_secs(10), || {
+        cluster
+            .apply_on(cut, &config_map("after-heal", "ok"))
+            .success()
+    });
+    assert!(rejoined, "the healed member never found the leader again");
+}

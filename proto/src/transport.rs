@@ -47,8 +47,11 @@ fn endpoint(addr: &str) -> Result<Endpoint, TransportError> {
         })?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5)))
+        // Short keepalives: a connection that died in a partition is noticed within seconds,
+        // not left to TCP's retransmission back-off.
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(1))
+        .keep_alive_while_idle(true))
 }
 
 /// A channel to `addr` (`host:port` or a URL), connected now: an unreachable server is

@@ -14,6 +14,7 @@
 pub mod leader;
 pub mod log_store;
 pub mod network;
+pub mod prevote;
 pub mod service;
 pub mod state_machine;
 

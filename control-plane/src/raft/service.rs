@@ -1,20 +1,35 @@
 //! The receiving side of the Raft network: a tonic service that hands each RPC to openraft.
 
+use super::prevote::{self, LeaderContact};
 use super::BerthRaft;
 use berth_proto::pb::raft_server::Raft;
 use berth_proto::pb::RaftMessage;
+use openraft::raft::AppendEntriesResponse;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 pub struct RaftService {
     raft: BerthRaft,
     barrier: super::leader::ReadBarrier,
+    contact: LeaderContact,
+    election_timeout: Duration,
 }
 
 impl RaftService {
-    pub fn new(raft: BerthRaft, barrier: super::leader::ReadBarrier) -> Self {
-        RaftService { raft, barrier }
+    pub fn new(
+        raft: BerthRaft,
+        barrier: super::leader::ReadBarrier,
+        contact: LeaderContact,
+        election_timeout: Duration,
+    ) -> Self {
+        RaftService {
+            raft,
+            barrier,
+            contact,
+            election_timeout,
+        }
     }
 }
 
@@ -34,7 +49,23 @@ impl Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        encode(self.raft.append_entries(decode(request)?).await)
+        let result = self.raft.append_entries(decode(request)?).await;
+        if matches!(&result, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
+        {
+            self.contact.touch();
+        }
+        encode(result)
+    }
+
+    async fn pre_vote(
+        &self,
+        _request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        encode(prevote::would_support(
+            &self.raft,
+            &self.contact,
+            self.election_timeout,
+        ))
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
