@@ -111,6 +111,14 @@ impl Network {
 }
 
 impl Host {
+    /// Moves the calling thread into this host's network namespace (threads and processes it
+    /// starts afterwards are on this host too).
+    pub fn enter(&self) {
+        let file = std::fs::File::open(format!("/run/netns/{}", self.netns))
+            .expect("open the host's namespace");
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns into the host");
+    }
+
     /// A command that runs `program` on this host.
     pub fn command(&self, program: &std::path::Path) -> Command {
         let mut command = Command::new("ip");
