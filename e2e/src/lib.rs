@@ -4,6 +4,9 @@
 //! (and whatever interfaces the test makes): no packet can leave the machine, tests cannot
 //! collide on ports, and the namespace disappears with the test's processes.
 
+/// Temporary directories, as the fixtures use them.
+pub use tempfile::TempDir;
+
 pub mod cluster;
 pub mod linearizability;
 pub mod network;
