@@ -167,7 +167,16 @@ impl Member {
         // Followers refuse votes for election_timeout_max after their last heartbeat
         // (openraft's leader lease): pre-vote support follows the same window.
         let election_timeout = Duration::from_millis(config.election_timeout_ms.1);
-        let api = ApiService::new(raft.clone(), barrier.clone(), store, hub);
+        let leader_link = crate::raft::leader::LeaderLink::default();
+        let proposer = crate::raft::proposer::Proposer::start(raft.clone(), leader_link.clone());
+        let api = ApiService::new(
+            raft.clone(),
+            barrier.clone(),
+            proposer.clone(),
+            leader_link,
+            store,
+            hub,
+        );
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let incoming = berth_proto::transport::incoming(listener);
         let server = tokio::spawn(
@@ -179,6 +188,7 @@ impl Member {
                         barrier,
                         contact.clone(),
                         election_timeout,
+                        proposer,
                     ))
                     .max_decoding_message_size(256 << 20),
                 )

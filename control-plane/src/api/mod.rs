@@ -4,12 +4,12 @@
 //! command is deterministic) and proposed through Raft; reads are linearizable unless the
 //! client accepts stale data, and are served from the local store.
 
-mod errors;
-mod proposer;
+pub(crate) mod errors;
 mod watch;
 
 use crate::membership;
 use crate::raft::leader::{LeaderLink, ReadBarrier, ReadIndexError};
+use crate::raft::proposer::Proposer;
 use crate::raft::BerthRaft;
 use crate::store::{apply, Command, CommandResult, ObjectStore, Outcome, WatchHub};
 use berth_proto::pb::api_client::ApiClient;
@@ -26,7 +26,7 @@ pub struct ApiService {
     raft: BerthRaft,
     leader: LeaderLink,
     barrier: ReadBarrier,
-    proposer: proposer::Proposer,
+    proposer: Proposer,
     store: ObjectStore,
     hub: WatchHub,
     /// Joins are handled one at a time, so that two joiners never get the same id.
@@ -34,9 +34,14 @@ pub struct ApiService {
 }
 
 impl ApiService {
-    pub fn new(raft: BerthRaft, barrier: ReadBarrier, store: ObjectStore, hub: WatchHub) -> Self {
-        let leader = LeaderLink::default();
-        let proposer = proposer::Proposer::start(raft.clone(), leader.clone());
+    pub fn new(
+        raft: BerthRaft,
+        barrier: ReadBarrier,
+        proposer: Proposer,
+        leader: LeaderLink,
+        store: ObjectStore,
+        hub: WatchHub,
+    ) -> Self {
         ApiService {
             leader,
             barrier,

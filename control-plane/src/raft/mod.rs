@@ -15,6 +15,7 @@ pub mod leader;
 pub mod log_store;
 pub mod network;
 pub mod prevote;
+pub mod proposer;
 pub mod service;
 pub mod state_machine;
 

@@ -15,6 +15,7 @@ pub struct RaftService {
     barrier: super::leader::ReadBarrier,
     contact: LeaderContact,
     election_timeout: Duration,
+    proposer: super::proposer::Proposer,
 }
 
 impl RaftService {
@@ -23,12 +24,14 @@ impl RaftService {
         barrier: super::leader::ReadBarrier,
         contact: LeaderContact,
         election_timeout: Duration,
+        proposer: super::proposer::Proposer,
     ) -> Self {
         RaftService {
             raft,
             barrier,
             contact,
             election_timeout,
+            proposer,
         }
     }
 }
@@ -76,15 +79,13 @@ impl Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        // Forwarded commands are not forwarded again: a member that lost the lead answers with
-        // an error and the follower's client retries.
+        // Joins this member's queue (group commit); never forwarded again.
         let command: crate::store::Command = decode(request)?;
         let result = self
-            .raft
-            .client_write(command)
+            .proposer
+            .propose_forwarded(command)
             .await
-            .map(|r| r.data)
-            .map_err(|e| e.to_string());
+            .map_err(|status| status.message().to_string());
         encode(result)
     }
 

@@ -3,9 +3,13 @@
 //! proposer queues the commands that arrive while a proposal is in flight and proposes them
 //! together as one [`Command::Batch`] entry: one fsync for all of them, each with its own
 //! result. A lone client sees no extra wait: its command goes out at once, alone.
+//!
+//! Followers forward their batches to the leader, where they join the leader's own queue, so
+//! that the whole cluster's concurrent writes share entries. A forwarded batch is never
+//! forwarded again (no loops while leadership moves): the follower's clients retry instead.
 
-use crate::raft::leader::LeaderLink;
-use crate::raft::BerthRaft;
+use super::leader::LeaderLink;
+use super::BerthRaft;
 use crate::store::{Command, CommandResult};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot};
@@ -16,9 +20,18 @@ const MAX_BATCH: usize = 512;
 
 type Reply = oneshot::Sender<Result<CommandResult, Status>>;
 
+/// Where a queued command came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A client of this member: forwarded to the leader if this member does not lead.
+    Client,
+    /// Forwarded here by a follower: proposed here or failed.
+    Follower,
+}
+
 #[derive(Clone)]
 pub struct Proposer {
-    queue: mpsc::UnboundedSender<(Command, Reply)>,
+    queue: mpsc::UnboundedSender<(Command, Origin, Reply)>,
 }
 
 impl Proposer {
@@ -31,9 +44,18 @@ impl Proposer {
 
     /// Proposes one command and waits for its result once applied here.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, Status> {
+        self.enqueue(command, Origin::Client).await
+    }
+
+    /// Proposes a follower's batch here; fails if this member no longer leads.
+    pub async fn propose_forwarded(&self, command: Command) -> Result<CommandResult, Status> {
+        self.enqueue(command, Origin::Follower).await
+    }
+
+    async fn enqueue(&self, command: Command, origin: Origin) -> Result<CommandResult, Status> {
         let (reply, result) = oneshot::channel();
         self.queue
-            .send((command, reply))
+            .send((command, origin, reply))
             .map_err(|_| Status::unavailable("the member is shutting down"))?;
         result
             .await
@@ -46,34 +68,42 @@ async fn propose_or_forward(
     raft: &BerthRaft,
     leader: &LeaderLink,
     proposal: Command,
+    may_forward: bool,
 ) -> Result<CommandResult, Status> {
     match raft.client_write(proposal.clone()).await {
         Ok(response) => Ok(response.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) if !may_forward => {
+            Err(Status::unavailable("this member no longer leads; retry"))
+        }
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))
             if to.leader_node.is_some() =>
         {
             let addr = to.leader_node.expect("checked").addr;
             leader.forward(&addr, &proposal).await
         }
-        Err(error) => Err(super::errors::write_status(error)),
+        Err(error) => Err(crate::api::errors::write_status(error)),
     }
 }
 
 async fn propose_loop(
     raft: BerthRaft,
     leader: LeaderLink,
-    mut commands: mpsc::UnboundedReceiver<(Command, Reply)>,
+    mut commands: mpsc::UnboundedReceiver<(Command, Origin, Reply)>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (mut commands_of_batch, replies): (Vec<Command>, Vec<Reply>) = batch.drain(..).unzip();
+        let may_forward = batch.iter().all(|(_, origin, _)| *origin == Origin::Client);
+        let (mut commands_of_batch, replies): (Vec<Command>, Vec<Reply>) = batch
+            .drain(..)
+            .map(|(command, _, reply)| (command, reply))
+            .unzip();
         let proposal = if commands_of_batch.len() == 1 {
             commands_of_batch.pop().expect("one command")
         } else {
             Command::Batch(commands_of_batch)
         };
         tracing::trace!(commands = replies.len(), "proposing");
-        match propose_or_forward(&raft, &leader, proposal).await {
+        match propose_or_forward(&raft, &leader, proposal, may_forward).await {
             Ok(CommandResult::Batch(results)) if replies.len() > 1 => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
