@@ -376,7 +376,10 @@ async fn failovers(cluster: &mut Cluster, rounds: usize) -> Result<Vec<Duration>
         // Let the restarted member catch up before the next kill.
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
-    eprintln!("{system} failovers (ms, in order): {:?}", times.iter().map(|t| t.as_millis()).collect::<Vec<_>>());
+    eprintln!(
+        "{system} failovers (ms, in order): {:?}",
+        times.iter().map(|t| t.as_millis()).collect::<Vec<_>>()
+    );
     times.sort();
     Ok(times)
 }

@@ -67,10 +67,31 @@ fn server_address(flag: Option<String>) -> Result<String> {
 }
 
 /// A connected API client; an unreachable server is one clear line.
+/// `ADDR[,ADDR...]`: the first member that answers is used, so a client given every member's
+/// address keeps working while some are down.
 pub async fn connect(flag: Option<String>) -> Result<ApiClient<Channel>> {
-    let addr = server_address(flag)?;
-    let channel = berth_proto::transport::connect(&addr).await?;
-    Ok(ApiClient::new(channel).max_decoding_message_size(64 << 20))
+    let addrs = server_address(flag)?;
+    let mut errors = Vec::new();
+    for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        match berth_proto::transport::connect(addr).await {
+            Ok(channel) => return Ok(ApiClient::new(channel).max_decoding_message_size(64 << 20)),
+            Err(error) => errors.push(error.to_string()),
+        }
+    }
+    match errors.len() {
+        0 => bail!("no server address given"),
+        1 => bail!("{}", errors[0]),
+        _ => bail!("no member reachable: {}", errors.join("; ")),
+    }
+}
+
+/// Whether a failed call may succeed through another member (the one asked is down or cut
+/// off), as opposed to an answer about the request itself.
+pub fn member_unavailable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
 }
 
 /// A server error as one line, like kubectl's "Error from server (NotFound): ...".

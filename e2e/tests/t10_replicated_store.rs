@@ -182,3 +182,80 @@ fn t60_a_rejoining_partitioned_member_does_not_depose_the_leader() {
     });
     assert!(rejoined, "the healed member never found the leader again");
 }
+
+#[test]
+fn t70_a_member_with_lost_disk_is_removed_and_replaced() {
+    isolate_network();
+    let mut cluster = Cluster::with_hosts(4, 3, &[]);
+    cluster.apply_on(0, &config_map("kept", "1")).ok();
+    let leader = cluster.leader(0).expect("a leader");
+    let lost = (0..3).find(|i| *i != leader).unwrap();
+    cluster.kill(lost);
+    std::fs::remove_dir_all(cluster.data_dir(lost)).unwrap();
+    let members = cluster.berth_on(leader, &["members"]).ok().stdout();
+    let lost_addr = cluster.addr(lost);
+    let id = members
+        .lines()
+        .find(|l| l.contains(&lost_addr))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the lost member is listed")
+        .to_string();
+    let after = cluster
+        .berth_on(leader, &["members", "remove", &id])
+        .ok()
+        .stdout();
+    assert!(
+        !after.contains(&lost_addr),
+        "still listed after removal:\n{after}"
+    );
+    // A replacement joins on a fresh host and catches up.
+    cluster.join(3, &[]);
+    cluster.wait_for_voters(3);
+    assert_eq!(value_on(&cluster, 3, "kept").as_deref(), Some("1"));
+    cluster.apply_on(3, &config_map("after", "2")).ok();
+    assert_eq!(value_on(&cluster, leader, "after").as_deref(), Some("2"));
+}
+
+#[test]
+fn t80_a_watch_given_every_member_fails_over() {
+    use std::io::{BufRead, BufReader};
+    isolate_network();
+    let mut cluster = Cluster::start(3, &[]);
+    let all = (0..3)
+        .map(|i| cluster.addr(i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut watch = cluster.network.hosts[1]
+        .command(&berth_e2e::cluster::berth_binary())
+        .args(["get", "cm", "-w", "-o", "name", "--server", &all])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    cluster.apply_on(1, &config_map("one", "1")).ok();
+    assert_eq!(
+        lines.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "configmap/one"
+    );
+    // The watch is connected to the first address: that member goes away.
+    cluster.kill(0);
+    let written = eventually(Duration::from_secs(10), || {
+        cluster.apply_on(1, &config_map("two", "2")).success()
+    });
+    assert!(written);
+    let next = lines.recv_timeout(Duration::from_secs(10));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(
+        next.unwrap(),
+        "configmap/two",
+        "the watch did not resume on another member"
+    );
+}

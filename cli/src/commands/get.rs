@@ -77,7 +77,7 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
         selector: args.selector.clone().unwrap_or_default(),
         names: args.names.clone(),
     };
-    let mut api = client::connect(server).await?;
+    let mut api = client::connect(server.clone()).await?;
     let mut listed = Vec::new();
     for &kind in &kinds {
         let (objects, revision) = fetch(&mut api, kind, &query).await?;
@@ -126,7 +126,16 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
     }
     if args.watch {
         let (kind, _, revision) = listed.pop().expect("one kind");
-        watch(&mut api, kind, &query, revision, args.output, &options).await?;
+        watch(
+            server,
+            &mut api,
+            kind,
+            &query,
+            revision,
+            args.output,
+            &options,
+        )
+        .await?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -191,6 +200,7 @@ fn print_value(format: Format, value: &serde_json::Value) -> Result<()> {
 
 /// Prints every change after `revision`; relists when the server no longer has the history.
 async fn watch(
+    server: Option<String>,
     api: &mut ApiClient<Channel>,
     kind: Kind,
     query: &Query,
@@ -199,7 +209,8 @@ async fn watch(
     options: &TableOptions,
 ) -> Result<()> {
     use futures::StreamExt;
-    // A stream the server ends (it restarted, say) is picked up again from the last revision.
+    // A stream the server ends (it restarted, say) is picked up again from the last revision,
+    // through whichever of the given members answers.
     loop {
         let request = WatchRequest {
             kind: kind.as_str().to_string(),
@@ -207,11 +218,15 @@ async fn watch(
             label_selector: query.selector.clone(),
             from_revision: revision,
         };
-        let mut stream = api
-            .watch(request)
-            .await
-            .map_err(client::server_error)?
-            .into_inner();
+        let mut stream = match api.watch(request).await {
+            Ok(stream) => stream.into_inner(),
+            Err(status) if client::member_unavailable(&status) => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                *api = client::connect(server.clone()).await?;
+                continue;
+            }
+            Err(status) => return Err(client::server_error(status)),
+        };
         while let Some(item) = stream.next().await {
             match item {
                 Ok(event) => {
@@ -228,6 +243,11 @@ async fn watch(
                         print_event(EventType::Modified, object, format, options)?;
                     }
                     revision = fresh;
+                    break;
+                }
+                Err(status) if client::member_unavailable(&status) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    *api = client::connect(server.clone()).await?;
                     break;
                 }
                 Err(status) => return Err(client::server_error(status)),

@@ -32,11 +32,9 @@ impl LeaderLink {
     /// Has the leader at `addr` propose `command`; its result once applied there.
     pub async fn forward(&self, addr: &str, command: &Command) -> Result<CommandResult, Status> {
         let data = serde_json::to_vec(command).map_err(|e| Status::internal(e.to_string()))?;
-        let reply = self
-            .client(addr)?
-            .forward(RaftMessage { data })
-            .await?
-            .into_inner();
+        let mut request = tonic::Request::new(RaftMessage { data });
+        request.set_timeout(super::proposer::PROPOSAL_TIMEOUT);
+        let reply = self.client(addr)?.forward(request).await?.into_inner();
         let result: Result<CommandResult, String> =
             serde_json::from_slice(&reply.data).map_err(|e| Status::internal(e.to_string()))?;
         result.map_err(Status::unavailable)

@@ -18,6 +18,11 @@ use tonic::Status;
 /// The most commands one entry carries.
 const MAX_BATCH: usize = 512;
 
+/// How long one proposal may take before its clients are told the outcome is unknown. Keeps
+/// one stuck proposal (a leader cut off from its quorum, a forward to a member that stopped
+/// answering) from holding up every later write of this member.
+pub const PROPOSAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 type Reply = oneshot::Sender<Result<CommandResult, Status>>;
 
 /// Where a queued command came from.
@@ -103,7 +108,16 @@ async fn propose_loop(
             Command::Batch(commands_of_batch)
         };
         tracing::trace!(commands = replies.len(), "proposing");
-        match propose_or_forward(&raft, &leader, proposal, may_forward).await {
+        let proposed = tokio::time::timeout(
+            PROPOSAL_TIMEOUT,
+            propose_or_forward(&raft, &leader, proposal, may_forward),
+        );
+        let outcome = proposed.await.unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(
+                "the write did not complete in time; it may still be applied",
+            ))
+        });
+        match outcome {
             Ok(CommandResult::Batch(results)) if replies.len() > 1 => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
