@@ -16,7 +16,14 @@ pub fn berth_binary() -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>/deps/<test>");
-    profile_dir.join("berth")
+    let berth = profile_dir.join("berth");
+    // `cargo test --workspace` builds it; a test run of this crate alone may not have.
+    assert!(
+        berth.exists(),
+        "{} is missing: run `cargo build -p berth` first",
+        berth.display()
+    );
+    berth
 }
 
 pub struct Cluster {
