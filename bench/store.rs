@@ -368,7 +368,21 @@ async fn failovers(cluster: &mut Cluster, rounds: usize) -> Result<Vec<Duration>
                 break;
             }
             if killed.elapsed() > Duration::from_secs(30) {
-                bail!("{system}: no write accepted 30 s after killing the leader");
+                if system == "berth" {
+                    for m in &survivors {
+                        let addr = client_addr(system, *m);
+                        if let Ok(channel) = berth_proto::transport::connect(&addr).await {
+                            let mut api = ApiClient::new(channel);
+                            let cluster = api.cluster(berth_proto::pb::ClusterRequest {}).await;
+                            let error = client
+                                .put("failover", 0, Duration::from_millis(500))
+                                .await
+                                .err();
+                            eprintln!("member {m}: {cluster:?} put: {error:?}");
+                        }
+                    }
+                }
+                bail!("{system}: no write accepted 30 s after killing the leader {leader}");
             }
         }
         times.push(killed.elapsed());

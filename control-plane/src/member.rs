@@ -351,6 +351,10 @@ async fn open_raft(
         election_timeout_max: config.election_timeout_ms.1,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
         max_in_snapshot_log_to_keep: 1000,
+        // openraft gives an AppendEntries one heartbeat interval to complete. Entries are
+        // group-committed batches of up to 512 commands, so few of them per request: a member
+        // catching up after a restart must not send requests that can never finish in time.
+        max_payload_entries: 16,
         ..Default::default()
     }
     .validate()
