@@ -261,10 +261,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.write(|done| Op::SaveVote(vote, done)).await
     }
 
-    /// The commit index survives restarts: a member that leads again in the same term serves
-    /// linearizable reads from it (its read index), so it must not come back lower.
+    /// The commit index, so that a restarted member applies what it knew committed without
+    /// waiting for a leader. Not waited for: it is made durable with the next append, and
+    /// losing it costs only that wait (linearizable reads do not depend on it: see
+    /// `leader::ReadBarrier`).
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.write(|done| Op::SaveCommitted(committed, done)).await
+        let (done, _) = oneshot::channel();
+        self.writer
+            .send(Op::SaveCommitted(committed, done))
+            .map_err(|_| write_err("the log writer has stopped"))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
