@@ -141,19 +141,21 @@ pub fn display_name(key: &ObjectKey) -> String {
 }
 
 /// The named objects of one kind; each one that cannot be read is reported on stderr and
-/// left out.
+/// left out. `stale`: served by the member asked from what it has applied, possibly behind the
+/// leader (cheaper); otherwise linearizable.
 pub async fn get_named(
     api: &mut ApiClient<Channel>,
     kind: Kind,
     namespace: &str,
     names: &[String],
+    stale: bool,
 ) -> Result<Vec<Resource>> {
     let mut objects = Vec::with_capacity(names.len());
     for name in names {
         let key = ObjectKey::new(kind, namespace, name);
         let request = berth_proto::pb::GetRequest {
             object: Some(object_ref(&key)),
-            stale_ok: false,
+            stale_ok: stale,
         };
         match api.get(request).await {
             Ok(response) => objects.push(decode(&response.into_inner().object)?),
@@ -170,6 +172,7 @@ pub async fn list(
     kind: Kind,
     namespace: &str,
     selector: &str,
+    stale: bool,
 ) -> Result<(Vec<Resource>, u64)> {
     let request = berth_proto::pb::ListRequest {
         kind: kind.as_str().to_string(),
@@ -179,7 +182,7 @@ pub async fn list(
             String::new()
         },
         label_selector: selector.to_string(),
-        stale_ok: false,
+        stale_ok: stale,
     };
     let list = api.list(request).await.map_err(server_error)?.into_inner();
     let objects = list

@@ -74,12 +74,26 @@ fn t30_minority_partition_refuses_writes_then_heals() {
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.leader(0).expect("a leader");
     let cut = (0..3).find(|i| *i != leader).unwrap();
+    cluster.apply_on(leader, &config_map("early", "1")).ok();
+    assert!(eventually(Duration::from_secs(5), || {
+        cluster
+            .berth_on(cut, &["get", "cm", "early", "--stale"])
+            .success()
+    }));
     cluster.network.partition(cut);
     assert!(
         !cluster
             .apply_on(cut, &config_map("minority", "no"))
             .success(),
         "a cut-off member must refuse writes"
+    );
+    // It still answers reads that accept staleness, and refuses linearizable ones.
+    cluster
+        .berth_on(cut, &["get", "cm", "early", "--stale"])
+        .ok();
+    assert!(
+        !cluster.berth_on(cut, &["get", "cm", "early"]).success(),
+        "a linearizable read on a cut-off member"
     );
     let majority = (0..3).find(|i| *i != cut).unwrap();
     cluster

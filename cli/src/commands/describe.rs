@@ -23,9 +23,9 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     let mut api = client::connect(server).await?;
     let objects = if args.names.is_empty() {
-        client::list(&mut api, kind, &namespace, "").await?.0
+        client::list(&mut api, kind, &namespace, "", false).await?.0
     } else {
-        client::get_named(&mut api, kind, &namespace, &args.names).await?
+        client::get_named(&mut api, kind, &namespace, &args.names, false).await?
     };
     let failed = objects.len() < args.names.len();
     let now = jiff::Timestamp::now();

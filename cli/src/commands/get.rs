@@ -36,6 +36,10 @@ pub struct Args {
     /// After listing, print every change as it happens.
     #[arg(short, long)]
     watch: bool,
+    /// Read from the member asked without confirming with the leader: cheaper, possibly
+    /// behind the latest writes.
+    #[arg(long)]
+    stale: bool,
 }
 
 struct Query {
@@ -43,6 +47,7 @@ struct Query {
     all_namespaces: bool,
     selector: String,
     names: Vec<String>,
+    stale: bool,
 }
 
 impl Query {
@@ -76,6 +81,7 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
         all_namespaces: args.all_namespaces,
         selector: args.selector.clone().unwrap_or_default(),
         names: args.names.clone(),
+        stale: args.stale,
     };
     let mut api = client::connect(server.clone()).await?;
     let mut listed = Vec::new();
@@ -156,14 +162,15 @@ async fn fetch(
 ) -> Result<(Vec<Resource>, u64)> {
     let namespace = query.namespace_for(kind);
     if !query.names.is_empty() && query.selector.is_empty() {
-        let objects = client::get_named(api, kind, &namespace, &query.names).await?;
+        let objects = client::get_named(api, kind, &namespace, &query.names, query.stale).await?;
         let cluster = api
             .cluster(ClusterRequest {})
             .await
             .map_err(client::server_error)?;
         return Ok((objects, cluster.into_inner().revision));
     }
-    let (mut objects, revision) = client::list(api, kind, &namespace, &query.selector).await?;
+    let (mut objects, revision) =
+        client::list(api, kind, &namespace, &query.selector, query.stale).await?;
     objects.retain(|object| query.wants(object));
     Ok((objects, revision))
 }
