@@ -9,8 +9,10 @@ use berth_e2e::{isolate_network, Server, TestEnv};
 use berth_proto::pb::api_client::ApiClient;
 use berth_proto::pb::ApplyRequest;
 use clap::Parser;
+use tonic::transport::Channel;
+
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Parser)]
 struct Args {
@@ -25,18 +27,25 @@ struct Args {
     concurrency: Vec<usize>,
 }
 
-struct Report {
-    clients: usize,
-    writes: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
+/// A writer of the load: updates its own ConfigMap.
+struct ConfigMapWriter {
+    api: ApiClient<Channel>,
+    name: String,
 }
 
-impl Report {
-    fn percentile(&self, p: f64) -> Duration {
-        let index =
-            ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
-        self.latencies[index]
+impl load::Writer for ConfigMapWriter {
+    async fn write(&mut self, n: u64) -> Result<()> {
+        let object = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": self.name, "labels": {"bench": "apply"}},
+            "data": {"counter": n.to_string(), "payload": "x".repeat(256)},
+        });
+        let request = ApplyRequest {
+            object: serde_json::to_vec(&object)?,
+            dry_run: false,
+        };
+        self.api.apply(request).await.context("apply failed")?;
+        Ok(())
     }
 }
 
@@ -57,70 +66,28 @@ fn main() -> Result<()> {
         "{:>8} {:>10} {:>10} {:>10} {:>10}",
         "clients", "writes/s", "p50 ms", "p99 ms", "max ms"
     );
+    let channel = runtime.block_on(berth_proto::transport::connect(&server.addr))?;
     for &clients in &args.concurrency {
-        let report = runtime.block_on(load(
-            &server.addr,
+        let writer = |c: usize| {
+            Ok(ConfigMapWriter {
+                api: ApiClient::new(channel.clone()),
+                name: format!("bench-{c}"),
+            })
+        };
+        let report = runtime.block_on(load::run(
             clients,
             Duration::from_secs(args.seconds),
+            writer,
         ))?;
         println!(
             "{:>8} {:>10.0} {:>10.2} {:>10.2} {:>10.2}",
             report.clients,
-            report.writes as f64 / report.elapsed.as_secs_f64(),
+            report.writes_per_second,
             report.percentile(0.50).as_secs_f64() * 1e3,
             report.percentile(0.99).as_secs_f64() * 1e3,
-            report
-                .latencies
-                .last()
-                .copied()
-                .unwrap_or_default()
-                .as_secs_f64()
-                * 1e3,
+            report.max().as_secs_f64() * 1e3,
         );
     }
     drop(server);
     Ok(())
-}
-
-/// `clients` tasks, each updating its own ConfigMap as fast as the store acknowledges.
-async fn load(addr: &str, clients: usize, duration: Duration) -> Result<Report> {
-    let channel = berth_proto::transport::connect(addr).await?;
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut tasks = Vec::new();
-    for client in 0..clients {
-        let mut api = ApiClient::new(channel.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut i = 0u64;
-            while Instant::now() < deadline {
-                let object = serde_json::json!({
-                    "apiVersion": "v1", "kind": "ConfigMap",
-                    "metadata": {"name": format!("bench-{client}"), "labels": {"bench": "apply"}},
-                    "data": {"counter": i.to_string(), "payload": "x".repeat(256)},
-                });
-                let request = ApplyRequest {
-                    object: serde_json::to_vec(&object)?,
-                    dry_run: false,
-                };
-                let sent = Instant::now();
-                api.apply(request).await.context("apply failed")?;
-                latencies.push(sent.elapsed());
-                i += 1;
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    let elapsed = start.elapsed();
-    latencies.sort();
-    Ok(Report {
-        clients,
-        writes: latencies.len(),
-        elapsed,
-        latencies,
-    })
 }

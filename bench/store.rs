@@ -16,6 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
+use load::{percentile, Load};
+
 mod etcd {
     tonic::include_proto!("etcdserverpb");
 }
@@ -276,53 +278,16 @@ impl Client {
     }
 }
 
-struct Load {
-    clients: usize,
-    writes_per_second: f64,
-    p50: Duration,
-    p99: Duration,
+/// A writer of the load: one client, one key of its own.
+struct KeyWriter {
+    client: Client,
+    key: String,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
+impl load::Writer for KeyWriter {
+    async fn write(&mut self, n: u64) -> Result<()> {
+        self.client.put(&self.key, n, Duration::from_secs(10)).await
     }
-    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index]
-}
-
-/// `clients` concurrent writers, spread over the members, for `duration`.
-async fn load(system: &str, clients: usize, duration: Duration) -> Result<Load> {
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let mut client = Client::new(system, c % MEMBERS)?;
-        tasks.push(tokio::spawn(async move {
-            let key = format!("bench-{c}");
-            let mut latencies = Vec::new();
-            let mut counter = 0;
-            while Instant::now() < deadline {
-                let sent = Instant::now();
-                client.put(&key, counter, Duration::from_secs(10)).await?;
-                latencies.push(sent.elapsed());
-                counter += 1;
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    let elapsed = start.elapsed();
-    latencies.sort();
-    Ok(Load {
-        clients,
-        writes_per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&latencies, 0.50),
-        p99: percentile(&latencies, 0.99),
-    })
 }
 
 /// Waits until a write goes through some member.
@@ -408,12 +373,18 @@ async fn measure(cluster: &mut Cluster, args: &Args) -> Result<Results> {
     wait_writable(system, Duration::from_secs(30)).await?;
     let mut loads = Vec::new();
     for &clients in &args.concurrency {
-        let result = load(system, clients, Duration::from_secs(args.seconds)).await?;
+        let writer = |c: usize| {
+            Ok(KeyWriter {
+                client: Client::new(system, c % MEMBERS)?,
+                key: format!("bench-{c}"),
+            })
+        };
+        let result = load::run(clients, Duration::from_secs(args.seconds), writer).await?;
         eprintln!(
             "{system} c={clients}: {:.0} writes/s p50 {:.2} ms p99 {:.2} ms",
             result.writes_per_second,
-            ms(result.p50),
-            ms(result.p99)
+            ms(result.percentile(0.5)),
+            ms(result.percentile(0.99))
         );
         loads.push(result);
     }
@@ -487,15 +458,14 @@ fn report(args: &Args, berth: Option<&Results>, etcd: Option<&Results>) {
         );
         row(
             format!("p50 ms, {clients} clients"),
-            pick(berth, &|l| ms(l.p50)),
-            pick(etcd, &|l| ms(l.p50)),
+            pick(berth, &|l| ms(l.percentile(0.5))),
+            pick(etcd, &|l| ms(l.percentile(0.5))),
         );
         row(
             format!("p99 ms, {clients} clients"),
-            pick(berth, &|l| ms(l.p99)),
-            pick(etcd, &|l| ms(l.p99)),
+            pick(berth, &|l| ms(l.percentile(0.99))),
+            pick(etcd, &|l| ms(l.percentile(0.99))),
         );
-        let _ = pick(berth, &|l| l.clients as f64);
     }
     let failover = |r: Option<&Results>, p: f64| r.map(|r| ms(percentile(&r.failover, p)));
     row(

@@ -7,7 +7,6 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 
 pub struct Network {
-    prefix: String,
     switch: String,
     pub hosts: Vec<Host>,
 }
@@ -46,7 +45,6 @@ impl Network {
         let prefix = format!("berth-{id}-{tag}");
         let switch = format!("{prefix}-sw");
         let mut network = Network {
-            prefix: prefix.clone(),
             switch: switch.clone(),
             hosts: Vec::new(),
         };
@@ -103,10 +101,6 @@ impl Network {
     /// Reconnects host `i`.
     pub fn heal(&self, i: usize) {
         ip(&["-n", &self.switch, "link", "set", &self.hosts[i].port, "up"]);
-    }
-
-    pub fn prefix(&self) -> &str {
-        &self.prefix
     }
 }
 

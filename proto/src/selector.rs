@@ -67,16 +67,6 @@ impl Selector {
         Ok(Selector(requirements))
     }
 
-    /// The selector `matchLabels` describes.
-    pub fn from_labels(labels: &BTreeMap<String, String>) -> Selector {
-        Selector(
-            labels
-                .iter()
-                .map(|(k, v)| Requirement::Equals(k.clone(), v.clone()))
-                .collect(),
-        )
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

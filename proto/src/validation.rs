@@ -133,33 +133,23 @@ const DNS1035_REASON: &str =
 
 /// Why `name` is not a DNS-1123 label, if it is not.
 fn label_name_problem(name: &str) -> Option<String> {
-    if name.len() > 63 {
-        Some(format!(
-            "{} is not a valid name: must be no more than 63 characters",
-            quoted(name)
-        ))
-    } else if !is_dns1123_label(name) {
-        Some(format!(
-            "{} is not a valid name: {LABEL_REASON}",
-            quoted(name)
-        ))
-    } else {
-        None
-    }
+    name_problem(name, 63, is_dns1123_label, LABEL_REASON)
 }
 
 /// Why `name` is not a DNS-1123 subdomain, if it is not.
 fn subdomain_name_problem(name: &str) -> Option<String> {
-    if name.len() > 253 {
+    name_problem(name, 253, is_dns1123_subdomain, SUBDOMAIN_REASON)
+}
+
+/// Why `name` is too long or not of the form `valid` checks, if either.
+fn name_problem(name: &str, max: usize, valid: fn(&str) -> bool, reason: &str) -> Option<String> {
+    if name.len() > max {
         Some(format!(
-            "{} is not a valid name: must be no more than 253 characters",
+            "{} is not a valid name: must be no more than {max} characters",
             quoted(name)
         ))
-    } else if !is_dns1123_subdomain(name) {
-        Some(format!(
-            "{} is not a valid name: {SUBDOMAIN_REASON}",
-            quoted(name)
-        ))
+    } else if !valid(name) {
+        Some(format!("{} is not a valid name: {reason}", quoted(name)))
     } else {
         None
     }
