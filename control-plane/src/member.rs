@@ -80,6 +80,10 @@ pub enum MemberError {
     Store { path: PathBuf, source: redb::Error },
     #[error("raft: {0}")]
     Raft(String),
+    #[error(
+        "the member in {0} left its cluster; remove the directory to join again as a new member"
+    )]
+    Left(PathBuf),
 }
 
 /// Who this member is, kept next to its store.
@@ -87,6 +91,32 @@ pub enum MemberError {
 struct Identity {
     id: MemberId,
     addr: SocketAddr,
+    /// Set once the member has left the cluster: its data directory is done with.
+    #[serde(default)]
+    left: bool,
+}
+
+/// How a member that leaves the cluster (the `Leave` call) records it and tells its owner.
+#[derive(Clone)]
+pub(crate) struct Departure {
+    identity_path: PathBuf,
+    identity: Identity,
+    departed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Departure {
+    /// Marks the data directory as left (a restart then refuses it) and wakes
+    /// [`Member::departed`].
+    pub(crate) fn record(&self) -> std::io::Result<()> {
+        let identity = Identity {
+            left: true,
+            ..self.identity.clone()
+        };
+        let bytes = serde_json::to_vec_pretty(&identity).expect("identity serialises");
+        write_durably(&self.identity_path, &bytes)?;
+        self.departed.send_replace(true);
+        Ok(())
+    }
 }
 
 const IDENTITY_FILE: &str = "member.json";
@@ -98,6 +128,7 @@ pub struct Member {
     pub addr: SocketAddr,
     pub raft: BerthRaft,
     shutdown: Option<oneshot::Sender<()>>,
+    departed: tokio::sync::watch::Receiver<bool>,
     /// The store file; closed once every part of this member that uses it has stopped.
     store_file: std::sync::Weak<redb::Database>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -127,6 +158,7 @@ impl Member {
             return Err(MemberError::InitAndJoin);
         }
         match (&existing, config.init) {
+            (Some(identity), _) if identity.left => return Err(MemberError::Left(dir.clone())),
             (Some(_), true) => return Err(MemberError::AlreadyInitialized(dir.clone())),
             (None, false) if config.join.is_none() => {
                 return Err(MemberError::NotInitialized(dir.clone()))
@@ -167,6 +199,16 @@ impl Member {
         // Followers refuse votes for election_timeout_max after their last heartbeat
         // (openraft's leader lease): pre-vote support follows the same window.
         let election_timeout = Duration::from_millis(config.election_timeout_ms.1);
+        let (departed_tx, departed) = tokio::sync::watch::channel(false);
+        let departure = Departure {
+            identity_path: identity_path.clone(),
+            identity: Identity {
+                id,
+                addr,
+                left: false,
+            },
+            departed: departed_tx,
+        };
         let leader_link = crate::raft::leader::LeaderLink::default();
         let proposer = crate::raft::proposer::Proposer::start(raft.clone(), leader_link.clone());
         let api = ApiService::new(
@@ -176,6 +218,7 @@ impl Member {
             leader_link,
             store,
             hub,
+            departure,
         );
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let incoming = berth_proto::transport::incoming(listener);
@@ -201,6 +244,7 @@ impl Member {
             addr,
             raft,
             shutdown: Some(shutdown_tx),
+            departed,
             store_file,
             server,
         };
@@ -231,14 +275,22 @@ impl Member {
                 .await
                 .map_err(|e| MemberError::Raft(e.to_string()))?;
             // Written last: a data dir with an identity is a bootstrapped member.
-            let identity =
-                serde_json::to_vec_pretty(&Identity { id, addr }).expect("identity serialises");
+            let identity = serde_json::to_vec_pretty(&Identity {
+                id,
+                addr,
+                left: false,
+            })
+            .expect("identity serialises");
             write_durably(&identity_path, &identity)
                 .map_err(|e| data_dir_error(&identity_path, e))?;
         }
         if !config.init && existing.as_ref().map(|i| i.addr) != Some(addr) {
-            let identity =
-                serde_json::to_vec_pretty(&Identity { id, addr }).expect("identity serialises");
+            let identity = serde_json::to_vec_pretty(&Identity {
+                id,
+                addr,
+                left: false,
+            })
+            .expect("identity serialises");
             write_durably(&identity_path, &identity)
                 .map_err(|e| data_dir_error(&identity_path, e))?;
         }
@@ -279,6 +331,14 @@ impl Member {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while self.store_file.strong_count() > 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Resolves once this member has left the cluster (see `Leave`); it should then stop.
+    pub fn departed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut departed = self.departed.clone();
+        async move {
+            let _ = departed.wait_for(|left| *left).await;
         }
     }
 

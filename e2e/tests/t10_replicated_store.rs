@@ -273,3 +273,62 @@ fn t80_a_watch_given_every_member_fails_over() {
         "the watch did not resume on another member"
     );
 }
+
+/// `berth members leave` through member `i`: it is removed, then its process exits cleanly.
+fn leave(cluster: &mut Cluster, i: usize) {
+    let remaining = cluster.berth_on(i, &["members", "leave"]).ok().stdout();
+    assert!(
+        !remaining.contains(&cluster.addr(i)),
+        "member {i} still listed after leaving:\n{remaining}"
+    );
+    let server = cluster.members[i].as_mut().expect("running");
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "member {i} did not exit cleanly after leaving: {status:?}"
+    );
+    cluster.members[i] = None;
+}
+
+#[test]
+fn t90_members_leave_cleanly_follower_then_leader() {
+    isolate_network();
+    let mut cluster = Cluster::with_hosts(4, 4, &[]);
+    cluster.apply_on(0, &config_map("kept", "1")).ok();
+    let leader = cluster.leader(0).expect("a leader");
+    let follower = (0..4).find(|i| *i != leader).unwrap();
+    leave(&mut cluster, follower);
+    // The leader leaves too: the two that remain elect a new one and take writes.
+    leave(&mut cluster, leader);
+    let rest: Vec<usize> = (0..4).filter(|i| ![leader, follower].contains(i)).collect();
+    assert!(
+        eventually(Duration::from_secs(10), || cluster
+            .apply_on(rest[0], &config_map("after", "2"))
+            .success()),
+        "no writes after the leader left"
+    );
+    let members = cluster.berth_on(rest[1], &["members"]).ok().stdout();
+    assert_eq!(
+        members
+            .lines()
+            .filter(|l| l.contains("Leader") || l.contains("Voter"))
+            .count(),
+        2,
+        "{members}"
+    );
+    for i in &rest {
+        assert_eq!(value_on(&cluster, *i, "kept").as_deref(), Some("1"));
+        assert_eq!(value_on(&cluster, *i, "after").as_deref(), Some("2"));
+    }
+    // A member that left does not come back from its old data directory.
+    let restart = cluster.network.hosts[follower]
+        .command(&berth_e2e::cluster::berth_binary())
+        .arg("server")
+        .arg("--data-dir")
+        .arg(cluster.data_dir(follower))
+        .output()
+        .unwrap();
+    assert!(!restart.status.success());
+    let stderr = String::from_utf8_lossy(&restart.stderr);
+    assert!(stderr.contains("left its cluster"), "{stderr}");
+}

@@ -1,8 +1,8 @@
-//! `berth members [remove ID]`: the control-plane members, their roles and lag.
+//! `berth members [remove ID | leave]`: the control-plane members, their roles and lag.
 
 use crate::client;
 use anyhow::Result;
-use berth_proto::pb::{MembersRequest, MembersResponse, RemoveMemberRequest};
+use berth_proto::pb::{LeaveRequest, MembersRequest, MembersResponse, RemoveMemberRequest};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -15,6 +15,9 @@ pub struct Args {
 enum Action {
     /// Remove a member from the cluster (it stops receiving the log; stop its process too).
     Remove { id: u64 },
+    /// The member --server names leaves the cluster cleanly: it is removed from the
+    /// membership, then its process stops. Its data directory cannot be started again.
+    Leave,
 }
 
 pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
@@ -22,6 +25,7 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
     let response = match args.action {
         None => api.members(MembersRequest {}).await,
         Some(Action::Remove { id }) => api.remove_member(RemoveMemberRequest { id }).await,
+        Some(Action::Leave) => api.leave(LeaveRequest {}).await,
     }
     .map_err(client::server_error)?
     .into_inner();

@@ -62,9 +62,15 @@ pub async fn run(args: Args) -> Result<ExitCode> {
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
+    let departed = member.departed();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
         _ = terminate.recv() => tracing::info!("terminated; shutting down"),
+        _ = departed => {
+            // Let the answer to `berth members leave` reach the client first.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tracing::info!("left the cluster; shutting down");
+        }
         result = member.serving() => {
             result.map_err(|e| anyhow::anyhow!("the API server stopped: {e}"))?;
         }

@@ -31,18 +31,21 @@ pub struct ApiService {
     hub: WatchHub,
     /// Joins are handled one at a time, so that two joiners never get the same id.
     joins: tokio::sync::Mutex<()>,
+    departure: crate::member::Departure,
 }
 
 impl ApiService {
-    pub fn new(
+    pub(crate) fn new(
         raft: BerthRaft,
         barrier: ReadBarrier,
         proposer: Proposer,
         leader: LeaderLink,
         store: ObjectStore,
         hub: WatchHub,
+        departure: crate::member::Departure,
     ) -> Self {
         ApiService {
+            departure,
             leader,
             barrier,
             raft,
@@ -380,6 +383,37 @@ impl Api for ApiService {
         membership::remove(&self.raft, request.id).await?;
         let metrics = self.raft.metrics().borrow().clone();
         Ok(Response::new(membership::members_view(&metrics)))
+    }
+
+    async fn leave(
+        &self,
+        _request: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::MembersResponse>, Status> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let me = metrics.id;
+        let membership = metrics.membership_config.membership();
+        if membership.voter_ids().all(|v| v == me) {
+            return Err(Status::failed_precondition(
+                "this is the cluster's only voter: it cannot leave (stop it instead)",
+            ));
+        }
+        // Removed through the leader like any member; a leader removes itself, and once it
+        // stops the others elect a new one.
+        let remaining = match self.leader_api().await? {
+            Some(mut leader) => leader
+                .remove_member(pb::RemoveMemberRequest { id: me })
+                .await?
+                .into_inner(),
+            None => {
+                membership::remove(&self.raft, me).await?;
+                membership::members_view(&self.raft.metrics().borrow().clone())
+            }
+        };
+        self.departure
+            .record()
+            .map_err(|e| Status::internal(format!("recording the departure: {e}")))?;
+        tracing::info!(member = me, "left the cluster");
+        Ok(Response::new(remaining))
     }
 
     async fn cluster(
