@@ -105,14 +105,27 @@ impl LogStore {
 
 /// The writer thread: one transaction per group of queued operations.
 fn write_loop(db: &Database, pending: &Mutex<BTreeMap<u64, Entry>>, ops: mpsc::Receiver<Op>) {
+    // The newest commit index not yet written: it rides along with the next commit rather
+    // than costing an fsync of its own (which would also hold redb's one write lock while
+    // the state machine waits to apply).
+    let mut committed: Option<Op> = None;
     while let Ok(first) = ops.recv() {
-        let mut group = vec![first];
+        let mut group = Vec::new();
+        let mut take = |op: Op, group: &mut Vec<Op>| match op {
+            Op::SaveCommitted(..) => committed = Some(op),
+            op => group.push(op),
+        };
+        take(first, &mut group);
         while group.len() < MAX_GROUP {
             match ops.try_recv() {
-                Ok(op) => group.push(op),
+                Ok(op) => take(op, &mut group),
                 Err(_) => break,
             }
         }
+        if group.is_empty() {
+            continue;
+        }
+        group.extend(committed.take());
         tracing::trace!(operations = group.len(), "log commit");
         let result = commit_group(db, &group).map_err(|e| e.to_string());
         if let Err(error) = &result {
