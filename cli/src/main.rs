@@ -8,6 +8,11 @@ mod output;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+// The server's hot path allocates and frees many small JSON values per write: glibc's malloc
+// took ~19% of a loaded member's CPU, mimalloc much less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "berth",

@@ -402,8 +402,11 @@ async fn open_raft(
     let store_file = Arc::downgrade(&db);
     let store = ObjectStore::new(db.clone(), config.watch_history).map_err(store_error)?;
     let hub = WatchHub::new(4096);
-    let log_store = LogStore::new(db.clone()).map_err(store_error)?;
-    let state_machine = StateMachine::new(db, store.clone(), hub.clone()).map_err(store_error)?;
+    let log_store = LogStore::new(db.clone(), id).map_err(store_error)?;
+    let durable = log_store.durable();
+    let state_machine = StateMachine::new(db, store.clone(), hub.clone())
+        .map_err(store_error)?
+        .applying_only_durable(durable.clone());
     let raft_config = openraft::Config {
         cluster_name: "berth".into(),
         heartbeat_interval: config.heartbeat_interval_ms,
@@ -422,7 +425,7 @@ async fn open_raft(
     let raft = BerthRaft::new(
         id,
         Arc::new(raft_config),
-        NetworkFactory,
+        NetworkFactory::new(durable),
         log_store,
         state_machine,
     )

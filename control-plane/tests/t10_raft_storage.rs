@@ -16,7 +16,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RedbBuilder {
         let db =
             Arc::new(redb::Database::create(dir.path().join("berth.redb")).expect("create redb"));
         let store = ObjectStore::new(db.clone(), 1000).expect("object store");
-        let log = LogStore::new(db.clone()).expect("log store");
+        let log = LogStore::new(db.clone(), 1).expect("log store");
         let sm = StateMachine::new(db, store, WatchHub::new(16)).expect("state machine");
         Ok((dir, log, sm))
     }

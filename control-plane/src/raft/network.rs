@@ -1,6 +1,7 @@
 //! openraft's network, over tonic: each RPC's request and response are openraft's own types
 //! as JSON in a [`RaftMessage`]. The remote side answers `Result<response, RaftError>`.
 
+use super::log_store::Durable;
 use super::{MemberId, TypeConfig};
 use berth_proto::pb::raft_client::RaftClient;
 use berth_proto::pb::RaftMessage;
@@ -19,8 +20,17 @@ use tonic::transport::Channel;
 
 /// Makes a client per peer; channels connect lazily, so a peer that is down is only an
 /// `Unreachable` error on the RPCs that try it.
-#[derive(Clone, Default)]
-pub struct NetworkFactory;
+#[derive(Clone)]
+pub struct NetworkFactory {
+    durable: Durable,
+}
+
+impl NetworkFactory {
+    /// `durable`: this member's log; no commit index leaves before the log holds it durably.
+    pub fn new(durable: Durable) -> Self {
+        NetworkFactory { durable }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Network;
@@ -28,6 +38,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: MemberId, node: &BasicNode) -> Network {
         Network {
             target,
+            durable: self.durable.clone(),
             client: berth_proto::transport::connect_lazy(&node.addr)
                 .ok()
                 .map(RaftClient::new),
@@ -37,6 +48,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
 pub struct Network {
     target: MemberId,
+    durable: Durable,
     client: Option<RaftClient<Channel>>,
 }
 
@@ -95,6 +107,11 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<MemberId>> {
+        // The leader's own entries are reported flushed before they are (see log_store.rs):
+        // the commit index that includes them is only told once they are durable here.
+        if let Some(committed) = rpc.leader_commit {
+            self.durable.reached(committed.index).await;
+        }
         self.call(Method::AppendEntries, &rpc, &option).await
     }
 

@@ -75,16 +75,25 @@ async fn propose_or_forward(
     proposal: Command,
     may_forward: bool,
 ) -> Result<CommandResult, Status> {
-    match raft.client_write(proposal.clone()).await {
+    // A follower that knows the leader forwards without trying: proposing consumes the
+    // command, and copying a batch of a few hundred objects to keep it is not free.
+    let metrics = raft.metrics().borrow().clone();
+    if may_forward && metrics.current_leader != Some(metrics.id) {
+        let node = metrics.current_leader.and_then(|id| {
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .cloned()
+        });
+        if let Some(node) = node {
+            return leader.forward(&node.addr, &proposal).await;
+        }
+    }
+    match raft.client_write(proposal).await {
         Ok(response) => Ok(response.data),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) if !may_forward => {
             Err(Status::unavailable("this member no longer leads; retry"))
-        }
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))
-            if to.leader_node.is_some() =>
-        {
-            let addr = to.leader_node.expect("checked").addr;
-            leader.forward(&addr, &proposal).await
         }
         Err(error) => Err(crate::api::errors::write_status(error)),
     }

@@ -6,6 +6,7 @@
 //! state machine is at some earlier applied index, consistent with itself, and openraft
 //! re-applies the rest of the log.
 
+use super::log_store::Durable;
 use super::{blocking, Entry, LogId, MemberId, StorageError, TypeConfig};
 use crate::store::{CommandResult, ObjectStore, StoreSnapshot, WatchHub};
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -36,6 +37,7 @@ pub struct StateMachine {
     db: Arc<Database>,
     store: ObjectStore,
     hub: WatchHub,
+    durable: Option<Durable>,
 }
 
 fn sm_read(e: impl std::fmt::Display) -> StorageError {
@@ -54,7 +56,19 @@ impl StateMachine {
         txn.open_table(SM_META)?;
         txn.open_table(SNAPSHOT)?;
         txn.commit()?;
-        Ok(StateMachine { db, store, hub })
+        Ok(StateMachine {
+            db,
+            store,
+            hub,
+            durable: None,
+        })
+    }
+
+    /// Applies an entry only once this member's log holds it durably: the leader's own
+    /// entries may be committed before that (see log_store.rs).
+    pub fn applying_only_durable(mut self, durable: Durable) -> Self {
+        self.durable = Some(durable);
+        self
     }
 
     fn read_applied(
@@ -143,6 +157,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         tracing::trace!(entries = entries.len(), "apply");
+        if let (Some(durable), Some(last)) = (&self.durable, entries.last()) {
+            durable.reached(last.log_id.index).await;
+        }
         let this = self.clone();
         let (results, events) = blocking(move || {
             let mut txn = this.db.begin_write().map_err(sm_write)?;
