@@ -48,6 +48,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `berth shim ...` is the per-container shim the node agent starts: it must stay
+    // single-threaded (libcontainer clones with clone3), so it branches off before clap,
+    // logging and the tokio runtime. Not a user command.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == "shim") {
+        return berth_node_agent::runtime::shim::main(args.collect());
+    }
     let cli = Cli::parse();
     let default_log = if matches!(cli.command, Command::Server(_)) {
         "info,openraft=warn"

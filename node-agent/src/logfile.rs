@@ -1,0 +1,1 @@
+//! Container log files (being written).

@@ -1,0 +1,1 @@
+//! Pod networking (being written).

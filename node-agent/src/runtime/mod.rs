@@ -1,0 +1,3 @@
+//! The container runtime (being written).
+
+pub mod shim;
