@@ -5,6 +5,7 @@
 //! client accepts stale data, and are served from the local store.
 
 pub(crate) mod errors;
+mod nodes;
 mod watch;
 
 use crate::membership;
@@ -201,8 +202,52 @@ fn to_json(object: &Value) -> Vec<u8> {
     serde_json::to_vec(object).expect("JSON values serialise")
 }
 
+type ProxiedStream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Api for ApiService {
+    type LogsStream = ProxiedStream<pb::LogChunk>;
+    type ExecStream = ProxiedStream<pb::ExecOutput>;
+
+    async fn update_status(
+        &self,
+        request: Request<pb::UpdateStatusRequest>,
+    ) -> Result<Response<pb::UpdateStatusResponse>, Status> {
+        Ok(Response::new(self.update_statuses(request.into_inner()).await?))
+    }
+
+    async fn logs(
+        &self,
+        request: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let request = request.into_inner();
+        let mut agent = self.agent_of(&request.namespace, &request.pod).await?;
+        let stream = agent.logs(request).await?.into_inner();
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn exec(
+        &self,
+        request: Request<tonic::Streaming<pb::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        use futures::StreamExt;
+        let mut input = request.into_inner();
+        let first = input
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("exec: no start message"))??;
+        let Some(pb::exec_input::Input::Start(start)) = &first.input else {
+            return Err(Status::invalid_argument("exec: the first message must name the command"));
+        };
+        let mut agent = self.agent_of(&start.namespace, &start.pod).await?;
+        let rest = input.take_while(|m| futures::future::ready(m.is_ok())).filter_map(|m| {
+            futures::future::ready(m.ok())
+        });
+        let relayed = futures::stream::once(futures::future::ready(first)).chain(rest);
+        let output = agent.exec(relayed).await?.into_inner();
+        Ok(Response::new(Box::pin(output)))
+    }
+
     async fn apply(
         &self,
         request: Request<pb::ApplyRequest>,

@@ -26,6 +26,14 @@ pub enum Command {
         key: ObjectKey,
         resource_version: Option<u64>,
     },
+    /// Replace an object's status (the status subresource: what agents and controllers
+    /// report). Spec, metadata and generation stay as they are.
+    UpdateStatus {
+        key: ObjectKey,
+        status: Value,
+        /// Only if the object is still this version.
+        resource_version: Option<u64>,
+    },
     /// Several commands proposed together (one Raft entry, one fsync), applied in order, each
     /// with its own result.
     Batch(Vec<Command>),
@@ -43,6 +51,7 @@ impl fmt::Display for Command {
                 write!(f, "apply {kind}/{name}")
             }
             Command::Delete { key, .. } => write!(f, "delete {}", key.storage_key()),
+            Command::UpdateStatus { key, .. } => write!(f, "status {}", key.storage_key()),
             Command::Batch(commands) => write!(f, "batch of {}", commands.len()),
         }
     }
@@ -113,6 +122,48 @@ const SERVER_METADATA: &[&str] = &[
 /// Kinds whose metadata.generation counts changes to their spec.
 fn has_generation(kind: Kind) -> bool {
     !matches!(kind, Kind::ConfigMap | Kind::Secret)
+}
+
+/// The object a status update stores, or `None` when the status is already that.
+pub fn decide_update_status(
+    key: &ObjectKey,
+    existing: Option<&Value>,
+    status: Value,
+    expected: Option<u64>,
+    revision: u64,
+) -> Result<Option<Value>, StoreError> {
+    let Some(existing) = existing else {
+        return Err(StoreError::NotFound { key: key.clone() });
+    };
+    let actual = resource_version(existing);
+    if let Some(expected) = expected.filter(|e| *e != actual) {
+        return Err(StoreError::Conflict {
+            key: key.clone(),
+            expected,
+            actual,
+        });
+    }
+    if !status.is_object() {
+        return Err(StoreError::Invalid("status must be an object".into()));
+    }
+    if without_nulls(&status) == without_nulls(existing.get("status").unwrap_or(&Value::Null)) {
+        return Ok(None);
+    }
+    let mut updated = existing.clone();
+    updated["status"] = status;
+    metadata_mut(&mut updated).insert("resourceVersion".into(), revision.to_string().into());
+    Ok(Some(updated))
+}
+
+/// The network all nodes' pod subnets come from (Kubernetes' default), one /24 per node.
+pub const POD_NETWORK: (u8, u8) = (10, 244);
+
+/// The lowest /24 of the pod network no node has yet, as `10.244.N.0/24`.
+pub fn allocate_pod_cidr<'a>(used: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let used: std::collections::BTreeSet<&str> = used.into_iter().collect();
+    (0..=255u16)
+        .map(|n| format!("{}.{}.{n}.0/24", POD_NETWORK.0, POD_NETWORK.1))
+        .find(|cidr| !used.contains(cidr.as_str()))
 }
 
 /// The object an apply stores, or `None` when it changes nothing (`unchanged`).
@@ -346,6 +397,43 @@ mod tests {
             decide_apply(&key(), None, update, "u", "t", 4),
             Err(StoreError::Gone { .. })
         ));
+    }
+
+    #[test]
+    fn status_update_replaces_status_only() {
+        let key = ObjectKey::new(Kind::Pod, "default", "p");
+        let pod = json!({"kind": "Pod", "metadata": {"name": "p", "resourceVersion": "4", "generation": 1}, "spec": {"nodeName": "n1"}});
+        let updated = decide_update_status(&key, Some(&pod), json!({"phase": "Running"}), None, 5)
+            .unwrap()
+            .unwrap();
+        assert_eq!(updated["status"]["phase"], "Running");
+        assert_eq!(updated["spec"], pod["spec"]);
+        assert_eq!(updated["metadata"]["resourceVersion"], "5");
+        assert_eq!(updated["metadata"]["generation"], 1);
+        // The same status again writes nothing; a stale version conflicts; a missing object is not found.
+        assert_eq!(
+            decide_update_status(&key, Some(&updated), json!({"phase": "Running"}), None, 6),
+            Ok(None)
+        );
+        assert!(matches!(
+            decide_update_status(&key, Some(&updated), json!({}), Some(4), 6),
+            Err(StoreError::Conflict { .. })
+        ));
+        assert!(matches!(
+            decide_update_status(&key, None, json!({}), None, 6),
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn pod_cidrs_are_the_lowest_free_24s() {
+        assert_eq!(allocate_pod_cidr([]).as_deref(), Some("10.244.0.0/24"));
+        assert_eq!(
+            allocate_pod_cidr(["10.244.0.0/24", "10.244.2.0/24"]).as_deref(),
+            Some("10.244.1.0/24")
+        );
+        let all: Vec<String> = (0..=255).map(|n| format!("10.244.{n}.0/24")).collect();
+        assert_eq!(allocate_pod_cidr(all.iter().map(String::as_str)), None);
     }
 
     #[test]

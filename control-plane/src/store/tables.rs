@@ -1,7 +1,7 @@
 //! The object store's redb tables, written by the Raft state machine inside its transactions
 //! and read by the API server.
 
-use super::apply::{self, Command, CommandResult, StoreError};
+use super::apply::{self, Command, CommandResult, Outcome, StoreError};
 use berth_proto::{Kind, ObjectKey, DEFAULT_NAMESPACE};
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -243,6 +243,11 @@ impl<'t> Writer<'t> {
                 key,
                 resource_version,
             } => self.delete(key, *resource_version)?,
+            Command::UpdateStatus {
+                key,
+                status,
+                resource_version,
+            } => self.update_status(key, status.clone(), *resource_version)?,
             Command::Batch(commands) => {
                 let results = commands
                     .iter()
@@ -254,11 +259,78 @@ impl<'t> Writer<'t> {
         Ok(decided.unwrap_or_else(CommandResult::Failed))
     }
 
-    fn apply(&mut self, object: Value, uid: &str, now: &str) -> Result<Decided, redb::Error> {
+    fn update_status(
+        &mut self,
+        key: &ObjectKey,
+        status: Value,
+        expected: Option<u64>,
+    ) -> Result<Decided, redb::Error> {
+        let existing = self.read(key)?;
+        let decided =
+            apply::decide_update_status(key, existing.as_ref(), status, expected, self.revision + 1);
+        Ok(match decided {
+            Err(error) => Err(error),
+            Ok(None) => Ok(CommandResult::Applied {
+                outcome: Outcome::Unchanged,
+                object: existing.expect("unchanged objects exist"),
+            }),
+            Ok(Some(object)) => {
+                self.write(key, WatchEventType::Modified, &object)?;
+                Ok(CommandResult::Applied {
+                    outcome: Outcome::Configured,
+                    object,
+                })
+            }
+        })
+    }
+
+    /// A node registered without a pod subnet gets one: the one it had, or the lowest free.
+    fn assign_pod_cidr(&self, key: &ObjectKey, object: &mut Value) -> Result<(), redb::Error> {
+        let given = object.pointer("/spec/podCIDR").and_then(Value::as_str);
+        if key.kind != Kind::Node || given.is_some_and(|c| !c.is_empty()) {
+            return Ok(());
+        }
+        let existing = self.read(key)?;
+        let kept = existing
+            .as_ref()
+            .and_then(|n| n.pointer("/spec/podCIDR"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let cidr = match kept {
+            Some(cidr) => Some(cidr),
+            None => {
+                let prefix = format!("{}//", Kind::Node.as_str());
+                let mut used = Vec::new();
+                for entry in self.objects.range(prefix.as_str()..)? {
+                    let (k, v) = entry?;
+                    if !k.value().starts_with(&prefix) {
+                        break;
+                    }
+                    let node: Value = serde_json::from_slice(v.value())
+                        .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                    if let Some(c) = node.pointer("/spec/podCIDR").and_then(Value::as_str) {
+                        used.push(c.to_string());
+                    }
+                }
+                apply::allocate_pod_cidr(used.iter().map(String::as_str))
+            }
+        };
+        if let Some(cidr) = cidr {
+            if !object["spec"].is_object() {
+                object["spec"] = serde_json::json!({});
+            }
+            object["spec"]["podCIDR"] = cidr.clone().into();
+            object["spec"]["podCIDRs"] = serde_json::json!([cidr]);
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, mut object: Value, uid: &str, now: &str) -> Result<Decided, redb::Error> {
         let key = match object_key(&object) {
             Ok(key) => key,
             Err(error) => return Ok(Err(error)),
         };
+        self.assign_pod_cidr(&key, &mut object)?;
         if key.kind.namespaced() && !self.namespace_exists(&key.namespace)? {
             return Ok(Err(StoreError::NamespaceNotFound {
                 namespace: key.namespace,
