@@ -66,6 +66,20 @@ fn server_address(flag: Option<String>) -> Result<String> {
     }
 }
 
+/// The control-plane addresses `ADDR[,ADDR...]` the flags or config give.
+pub fn server_addresses(flag: Option<String>) -> Result<Vec<String>> {
+    let addrs: Vec<String> = server_address(flag)?
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    if addrs.is_empty() {
+        bail!("no server address given");
+    }
+    Ok(addrs)
+}
+
 /// A connected API client; an unreachable server is one clear line.
 /// `ADDR[,ADDR...]`: the first member that answers is used, so a client given every member's
 /// address keeps working while some are down.

@@ -33,6 +33,8 @@ struct Cli {
 enum Command {
     /// Run a control-plane member.
     Server(commands::server::Args),
+    /// Run a node agent: it registers its node and runs the pods bound to it.
+    Agent(commands::agent::Args),
     /// Create or update objects from manifests (files, directories, or - for stdin).
     Apply(commands::apply::Args),
     /// List objects in a table, or print them as yaml, json or names.
@@ -41,6 +43,10 @@ enum Command {
     Describe(commands::describe::Args),
     /// Delete objects by name or by the manifests that made them.
     Delete(commands::delete::Args),
+    /// Print a container's logs.
+    Logs(commands::logs::Args),
+    /// Run a command in a container.
+    Exec(commands::exec::Args),
     /// List the control-plane members, or remove one.
     Members(commands::members::Args),
     /// Print client and server versions.
@@ -56,8 +62,9 @@ fn main() -> ExitCode {
         return berth_node_agent::runtime::shim::main(args.collect());
     }
     let cli = Cli::parse();
-    let default_log = if matches!(cli.command, Command::Server(_)) {
-        "info,openraft=warn"
+    let default_log = if matches!(cli.command, Command::Server(_) | Command::Agent(_)) {
+        // netlink-packet-route warns about every attribute newer than itself.
+        "info,openraft=warn,netlink_packet_route=error"
     } else {
         "warn"
     };
@@ -77,7 +84,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => commands::server::run(args).await,
+            Command::Agent(args) => commands::agent::run(server, args).await,
             Command::Apply(args) => commands::apply::run(server, args).await,
+            Command::Logs(args) => commands::logs::run(server, args).await,
+            Command::Exec(args) => commands::exec::run(server, args).await,
             Command::Get(args) => commands::get::run(server, args).await,
             Command::Describe(args) => commands::describe::run(server, args).await,
             Command::Delete(args) => commands::delete::run(server, args).await,

@@ -10,6 +10,8 @@ pub use tempfile::TempDir;
 pub mod cluster;
 pub mod linearizability;
 pub mod network;
+pub mod node;
+pub mod rootfs;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

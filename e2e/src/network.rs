@@ -113,6 +113,24 @@ impl Host {
         nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns into the host");
     }
 
+    /// A command that runs `program` in this host's network namespace only: unlike `ip netns
+    /// exec`, it keeps the machine's mount namespace, so mounts it makes (overlays, netns
+    /// files) stay visible to the test and to a restarted process.
+    pub fn command_sharing_mounts(&self, program: &std::path::Path) -> Command {
+        use std::os::unix::process::CommandExt;
+        let path = format!("/run/netns/{}", self.netns);
+        let mut command = Command::new(program);
+        // SAFETY: only an open(2) and setns(2) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let file = std::fs::File::open(&path)?;
+                nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        command
+    }
+
     /// A command that runs `program` on this host.
     pub fn command(&self, program: &std::path::Path) -> Command {
         let mut command = Command::new("ip");

@@ -8,6 +8,7 @@
 //!    └── status: pod phase, podIP, conditions, container states ──▶ control plane
 //! ```
 
+pub mod agent;
 pub mod logfile;
 pub mod network;
 pub mod probe;

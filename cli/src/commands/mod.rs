@@ -1,9 +1,12 @@
 //! One module per `berth` command.
 
+pub mod agent;
 pub mod apply;
 pub mod delete;
 pub mod describe;
+pub mod exec;
 pub mod get;
+pub mod logs;
 pub mod members;
 pub mod server;
 pub mod version;

@@ -213,7 +213,9 @@ impl Api for ApiService {
         &self,
         request: Request<pb::UpdateStatusRequest>,
     ) -> Result<Response<pb::UpdateStatusResponse>, Status> {
-        Ok(Response::new(self.update_statuses(request.into_inner()).await?))
+        Ok(Response::new(
+            self.update_statuses(request.into_inner()).await?,
+        ))
     }
 
     async fn logs(
@@ -237,12 +239,14 @@ impl Api for ApiService {
             .await
             .ok_or_else(|| Status::invalid_argument("exec: no start message"))??;
         let Some(pb::exec_input::Input::Start(start)) = &first.input else {
-            return Err(Status::invalid_argument("exec: the first message must name the command"));
+            return Err(Status::invalid_argument(
+                "exec: the first message must name the command",
+            ));
         };
         let mut agent = self.agent_of(&start.namespace, &start.pod).await?;
-        let rest = input.take_while(|m| futures::future::ready(m.is_ok())).filter_map(|m| {
-            futures::future::ready(m.ok())
-        });
+        let rest = input
+            .take_while(|m| futures::future::ready(m.is_ok()))
+            .filter_map(|m| futures::future::ready(m.ok()));
         let relayed = futures::stream::once(futures::future::ready(first)).chain(rest);
         let output = agent.exec(relayed).await?.into_inner();
         Ok(Response::new(Box::pin(output)))

@@ -106,7 +106,8 @@ impl ApiService {
             .ok_or_else(|| {
                 errors::store_status(crate::store::StoreError::NotFound { key: key.clone() })
             })?;
-        let pod: Pod = serde_json::from_slice(&bytes).map_err(|e| Status::internal(e.to_string()))?;
+        let pod: Pod =
+            serde_json::from_slice(&bytes).map_err(|e| Status::internal(e.to_string()))?;
         let node_name = pod
             .spec
             .as_ref()
@@ -122,7 +123,8 @@ impl ApiService {
             .read(move |store| store.get(&node_key))
             .await?
             .ok_or_else(|| Status::unavailable(format!("node {node_name} is not registered")))?;
-        let node: Node = serde_json::from_slice(&bytes).map_err(|e| Status::internal(e.to_string()))?;
+        let node: Node =
+            serde_json::from_slice(&bytes).map_err(|e| Status::internal(e.to_string()))?;
         let addr = agent_addr(&node)
             .ok_or_else(|| Status::unavailable(format!("node {node_name} reports no address")))?;
         let channel = berth_proto::transport::connect(&addr)
@@ -142,7 +144,12 @@ pub fn agent_addr(node: &Node) -> Option<String> {
         .find(|a| a.type_ == "InternalIP")?
         .address
         .clone();
-    let port = status.daemon_endpoints.as_ref()?.kubelet_endpoint.as_ref()?.port;
+    let port = status
+        .daemon_endpoints
+        .as_ref()?
+        .kubelet_endpoint
+        .as_ref()?
+        .port;
     Some(if ip.contains(':') {
         format!("[{ip}]:{port}")
     } else {

@@ -266,8 +266,13 @@ impl<'t> Writer<'t> {
         expected: Option<u64>,
     ) -> Result<Decided, redb::Error> {
         let existing = self.read(key)?;
-        let decided =
-            apply::decide_update_status(key, existing.as_ref(), status, expected, self.revision + 1);
+        let decided = apply::decide_update_status(
+            key,
+            existing.as_ref(),
+            status,
+            expected,
+            self.revision + 1,
+        );
         Ok(match decided {
             Err(error) => Err(error),
             Ok(None) => Ok(CommandResult::Applied {

@@ -1,0 +1,62 @@
+//! `berth agent`: run a node agent.
+
+use anyhow::{Context, Result};
+use berth_node_agent::agent::AgentConfig;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Where the agent keeps its containers, pod network state and logs.
+    /// Default: $XDG_DATA_HOME/berth/agent.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Where the agent serves logs and exec to the control plane. Default: 127.0.0.1:10250
+    /// (loopback only).
+    #[arg(long, default_value = "127.0.0.1:10250")]
+    listen: SocketAddr,
+    /// The node address reported to the cluster. Default: the --listen address.
+    #[arg(long)]
+    address: Option<IpAddr>,
+    /// Until berth stores images: image NAME is the root filesystem directory DIR/NAME.
+    /// Default: DATA_DIR/images.
+    #[arg(long)]
+    image_dir: Option<PathBuf>,
+}
+
+pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
+    let servers = crate::client::server_addresses(server)?;
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| crate::client::data_home().join("agent"));
+    let name = match args.name {
+        Some(name) => name,
+        None => nix::unistd::gethostname()
+            .context("reading the host name (or pass --name)")?
+            .to_string_lossy()
+            .to_string(),
+    };
+    let config = AgentConfig {
+        servers,
+        name,
+        image_dir: args.image_dir.unwrap_or_else(|| data_dir.join("images")),
+        data_dir,
+        listen: args.listen,
+        address: args.address,
+        shim: std::env::current_exe().context("locating the berth binary")?,
+    };
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    berth_node_agent::agent::run(config, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}

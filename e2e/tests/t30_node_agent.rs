@@ -1,0 +1,350 @@
+//! A control-plane member on host 1 and a node agent on host 2 (each its own network
+//! namespace); busybox pods bound to the node by hand (spec.nodeName).
+
+use berth_e2e::cluster::Cluster;
+use berth_e2e::node::{cgroups_with, mounts_under, pids_with_cmdline, Agent};
+use berth_e2e::{eventually, isolate_network};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A cluster of one member, one agent named `node-1`, and the busybox image.
+struct Node {
+    agent: Agent,
+    cluster: Cluster,
+    images: PathBuf,
+}
+
+fn node() -> Node {
+    isolate_network();
+    let cluster = Cluster::with_hosts(2, 1, &[]);
+    let images = cluster.env.root.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let rootfs = berth_e2e::rootfs::busybox(&images);
+    std::fs::rename(rootfs, images.join("busybox")).unwrap();
+    let agent = Agent::start(&cluster, 1, "node-1", &images);
+    Node {
+        agent,
+        cluster,
+        images,
+    }
+}
+
+impl Node {
+    fn berth(&self, args: &[&str]) -> berth_e2e::Run {
+        self.cluster.berth_on(0, args)
+    }
+
+    fn apply(&self, yaml: &str) {
+        self.cluster.apply_on(0, yaml).ok();
+    }
+
+    fn pod(&self, name: &str) -> Option<Value> {
+        let run = self.berth(&["get", "pod", name, "-o", "json"]);
+        run.success()
+            .then(|| serde_json::from_str(&run.stdout()).ok())
+            .flatten()
+    }
+
+    fn wait_for(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let ok = eventually(Duration::from_secs(30), || {
+            self.pod(name).is_some_and(|p| check(&p))
+        });
+        let pod = self.pod(name);
+        assert!(
+            ok,
+            "pod {name}: {what} never happened; last seen:\n{pod:#?}"
+        );
+        pod.expect("seen")
+    }
+
+    fn wait_running(&self, name: &str) -> Value {
+        self.wait_for(name, "Running and Ready", |p| {
+            p["status"]["phase"] == "Running" && ready(p)
+        })
+    }
+
+    /// `berth exec POD -- COMMAND` (the server flag goes first: after `--` all is the command).
+    fn exec(&self, pod: &str, command: &[&str]) -> berth_e2e::Run {
+        let output = self.cluster.network.hosts[0]
+            .command(&berth_e2e::cluster::berth_binary())
+            .args(["--server", &self.cluster.addr(0), "exec", pod, "--"])
+            .args(command)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run berth exec");
+        berth_e2e::Run(output)
+    }
+}
+
+fn ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+fn restart_count(pod: &Value) -> i64 {
+    pod["status"]["containerStatuses"][0]["restartCount"]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+fn pod_yaml(name: &str, command: &str, extra_container: &str, extra_spec: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  nodeName: node-1
+  terminationGracePeriodSeconds: 2
+{extra_spec}  containers:
+  - name: main
+    image: busybox
+    command: ["sh", "-c", {command:?}]
+{extra_container}"#
+    )
+}
+
+#[test]
+fn t10_a_pod_runs_isolated() {
+    let node = node();
+    node.apply(&pod_yaml("iso", "echo started; exec sleep 3601", "", ""));
+    let pod = node.wait_running("iso");
+    let pod_ip = pod["status"]["podIP"]
+        .as_str()
+        .expect("a pod IP")
+        .to_string();
+    assert!(pod_ip.starts_with("10.244."), "{pod_ip}");
+
+    // pid 1 is the pod's own process; no host process is visible.
+    let comm = node.exec("iso", &["cat", "/proc/1/comm"]).ok().stdout();
+    assert_eq!(comm.trim(), "sleep");
+    let procs = node
+        .exec("iso", &["sh", "-c", "ls /proc | grep -c '^[0-9]'"])
+        .ok()
+        .stdout();
+    // pid 1, and this exec's sh, ls and grep.
+    assert!(procs.trim().parse::<i32>().unwrap() <= 4, "{procs}");
+    assert_eq!(node.exec("iso", &["hostname"]).ok().stdout().trim(), "iso");
+    // Only lo and eth0, with the pod's address.
+    let links = node.exec("iso", &["ls", "/sys/class/net"]).ok().stdout();
+    let mut links: Vec<&str> = links.split_whitespace().collect();
+    links.sort();
+    assert_eq!(links, ["eth0", "lo"]);
+    let addrs = node
+        .exec("iso", &["ip", "addr", "show", "eth0"])
+        .ok()
+        .stdout();
+    assert!(addrs.contains(&pod_ip), "{addrs}");
+    // No CAP_NET_ADMIN; unshare is refused by seccomp.
+    node.exec("iso", &["ip", "link", "add", "d0", "type", "dummy"])
+        .failed();
+    node.exec("iso", &["unshare", "-U", "true"]).failed();
+    // The exit code of an exec comes back.
+    let run = node.exec("iso", &["sh", "-c", "exit 7"]);
+    assert_eq!(run.0.status.code(), Some(7));
+
+    // Writes land in the container's upper directory; the image is untouched.
+    node.exec("iso", &["sh", "-c", "echo hi > /written && rm /bin/true"])
+        .ok();
+    assert!(!node.images.join("busybox/written").exists());
+    assert!(node.images.join("busybox/bin/true").exists());
+    let upper_has_it = walk(&node.agent.data_dir)
+        .iter()
+        .any(|p| p.ends_with("written") && p.to_string_lossy().contains("upper"));
+    assert!(upper_has_it, "no upper dir holds /written");
+
+    // Logs.
+    let logs = node.berth(&["logs", "iso"]).ok().stdout();
+    assert_eq!(logs, "started\n");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                // Do not descend into mounted root filesystems.
+                if !path.ends_with("rootfs") {
+                    stack.push(path.clone());
+                }
+            }
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn t20_memory_limit_oom_kills_and_says_so() {
+    let node = node();
+    let limits = "    resources:\n      limits:\n        memory: 16Mi\n";
+    node.apply(&pod_yaml(
+        "hog",
+        "head -c 200m /dev/zero | tail",
+        limits,
+        "  restartPolicy: Never\n",
+    ));
+    let pod = node.wait_for("hog", "OOMKilled", |p| {
+        p["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] == "OOMKilled"
+    });
+    assert_eq!(pod["status"]["phase"], "Failed");
+}
+
+#[test]
+fn t30_pods_reach_each_other_and_logs_follow() {
+    let node = node();
+    node.apply(&pod_yaml(
+        "server",
+        "mkdir -p /www && echo hello-from-server > /www/index.html && exec httpd -f -p 8080 -h /www",
+        "",
+        "",
+    ));
+    node.apply(&pod_yaml(
+        "talker",
+        "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.2; done",
+        "",
+        "",
+    ));
+    let server = node.wait_running("server");
+    node.wait_running("talker");
+    let ip = server["status"]["podIP"].as_str().unwrap();
+    let page = node
+        .exec("talker", &["wget", "-qO-", &format!("http://{ip}:8080/")])
+        .ok()
+        .stdout();
+    assert_eq!(page.trim(), "hello-from-server");
+
+    // --tail, then -f streams lines written after it started.
+    assert!(eventually(Duration::from_secs(5), || {
+        node.berth(&["logs", "talker", "--tail", "2"])
+            .stdout()
+            .lines()
+            .count()
+            == 2
+    }));
+    let mut follow = node.cluster.network.hosts[0]
+        .command(&berth_e2e::cluster::berth_binary())
+        .args([
+            "logs",
+            "talker",
+            "-f",
+            "--tail",
+            "1",
+            "--server",
+            &node.cluster.addr(0),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    let first: u32 = number(&lines.next().unwrap().unwrap());
+    let later: u32 = number(&lines.nth(3).unwrap().unwrap());
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(later > first, "{first} then {later}");
+}
+
+fn number(line: &str) -> u32 {
+    line.trim_start_matches("line-").trim().parse().unwrap()
+}
+
+#[test]
+fn t40_liveness_restarts_and_readiness_flips() {
+    let node = node();
+    let probes = r#"    livenessProbe:
+      exec:
+        command: ["cat", "/tmp/alive"]
+      periodSeconds: 1
+      failureThreshold: 1
+    readinessProbe:
+      exec:
+        command: ["cat", "/tmp/ready"]
+      periodSeconds: 1
+"#;
+    node.apply(&pod_yaml(
+        "probed",
+        "touch /tmp/alive /tmp/ready; exec sleep 3602",
+        probes,
+        "",
+    ));
+    node.wait_running("probed");
+    node.exec("probed", &["rm", "/tmp/ready"]).ok();
+    node.wait_for("probed", "not ready", |p| !ready(p));
+    node.exec("probed", &["touch", "/tmp/ready"]).ok();
+    node.wait_for("probed", "ready again", ready);
+    // Liveness fails: the container is restarted (a fresh upper dir: /tmp/alive is back).
+    node.exec("probed", &["rm", "/tmp/alive"]).ok();
+    let pod = node.wait_for("probed", "a restart", |p| restart_count(p) >= 1);
+    assert!(pod["status"]["containerStatuses"][0]["lastState"]["terminated"].is_object());
+    node.wait_running("probed");
+}
+
+#[test]
+fn t50_agent_sigkill_and_restart_keeps_containers() {
+    let mut node = node();
+    node.apply(&pod_yaml("keeper", "exec sleep 3603", "", ""));
+    node.wait_running("keeper");
+    let before = pids_with_cmdline("sleep 3603");
+    assert_eq!(before.len(), 1, "{before:?}");
+    node.agent.kill();
+    node.agent.restart(&node.cluster);
+    // Still running, same process, still reported Running; and exec still works.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(pids_with_cmdline("sleep 3603"), before);
+    let pod = node.wait_running("keeper");
+    assert_eq!(restart_count(&pod), 0);
+    node.exec("keeper", &["true"]).ok();
+}
+
+#[test]
+fn t60_deleting_a_pod_leaves_nothing_behind() {
+    let node = node();
+    node.apply(&pod_yaml(
+        "gone",
+        "trap 'exit 0' TERM; sleep 3604 & wait",
+        "",
+        "",
+    ));
+    let pod = node.wait_running("gone");
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    // The node's own mount (the directory pod netns files live in) stays; a pod's go.
+    let pod_mounts = || {
+        mounts_under(&node.agent.data_dir)
+            .into_iter()
+            .filter(|m| !m.ends_with("/network/netns"))
+            .collect::<Vec<_>>()
+    };
+    assert!(!pod_mounts().is_empty());
+    node.berth(&["delete", "pod", "gone"]).ok();
+    let clean = eventually(Duration::from_secs(20), || {
+        pids_with_cmdline("sleep 3604").is_empty()
+            && pod_mounts().is_empty()
+            && cgroups_with(&uid).is_empty()
+    });
+    assert!(
+        clean,
+        "left behind: processes {:?}, mounts {:?}, cgroups {:?}",
+        pids_with_cmdline("sleep 3604"),
+        pod_mounts(),
+        cgroups_with(&uid)
+    );
+    // No veth on the node but the bridge's own links, and the address is free again.
+    let links = std::process::Command::new("ip")
+        .args(["-n", &node.cluster.network.hosts[1].netns, "-o", "link"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout).to_string();
+    assert!(!links.contains("veth"), "{links}");
+    node.apply(&pod_yaml("next", "exec sleep 3605", "", ""));
+    let next = node.wait_running("next");
+    assert_eq!(next["status"]["podIP"].as_str(), Some(ip.as_str()));
+}

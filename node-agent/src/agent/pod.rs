@@ -1,0 +1,777 @@
+//! One worker per pod bound to this node (kubelet's pod worker): sets up the pod's network,
+//! starts its containers, watches them exit, restarts them under the restart policy with
+//! back-off, runs their probes, reports status, and on deletion terminates them gracefully
+//! and removes everything the pod had on the node.
+//!
+//! A worker leaves a record of each pod in `DATA_DIR/pods/<uid>.json` (restart counts, last
+//! terminations, the running instance): a restarted agent adopts running containers from it
+//! instead of starting them again.
+
+use super::restart::{backoff, should_restart};
+use super::status::{pod_status, ContainerView, Termination, ViewState};
+use super::{pod_key, NodeContext};
+use crate::network::PodNetworkInfo;
+use crate::probe::{self, ProbeKind, ProbeResult, ProbeSpec};
+use crate::runtime::spec::{ImageConfig, SpecInput};
+use crate::runtime::{ContainerStatus, StartRequest};
+use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Bytes a container's log file may reach before it is rotated, and how many files are kept.
+const LOG_MAX_BYTES: u64 = 10 << 20;
+const LOG_MAX_FILES: usize = 5;
+/// How often a worker looks at its containers.
+const TICK: Duration = Duration::from_millis(200);
+
+/// What the logs and exec service needs to know about a pod's containers.
+#[derive(Debug, Clone, Default)]
+pub struct PodHandle {
+    pub uid: String,
+    /// Container name → (restart count, the running instance's id).
+    pub containers: BTreeMap<String, (i32, Option<String>)>,
+}
+
+/// The instance id of a container: `<pod uid>_<name>_<restart count>` (neither uids nor
+/// DNS-label names contain `_`).
+pub fn instance_id(uid: &str, name: &str, restart: i32) -> String {
+    format!("{uid}_{name}_{restart}")
+}
+
+fn pod_uid_of(instance: &str) -> Option<&str> {
+    instance.split('_').next()
+}
+
+/// The log file of one instance of a container.
+pub fn log_path(context: &NodeContext, uid: &str, name: &str, restart: i32) -> PathBuf {
+    context
+        .logs_dir()
+        .join(uid)
+        .join(name)
+        .join(format!("{restart}.log"))
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct PodRecord {
+    namespace: String,
+    name: String,
+    containers: BTreeMap<String, ContainerRecord>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ContainerRecord {
+    restart_count: i32,
+    /// The instance last started (running, or exited and not yet handled).
+    current: Option<String>,
+    last_termination: Option<TerminationRecord>,
+    /// Set when the container has finished for good (not restarted).
+    finished: Option<TerminationRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TerminationRecord {
+    exit_code: i32,
+    signal: Option<i32>,
+    oom_killed: bool,
+    started_at: Option<jiff::Timestamp>,
+    finished_at: jiff::Timestamp,
+    message: Option<String>,
+}
+
+impl From<&TerminationRecord> for Termination {
+    fn from(t: &TerminationRecord) -> Self {
+        Termination {
+            exit_code: t.exit_code,
+            signal: t.signal,
+            oom_killed: t.oom_killed,
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+            message: t.message.clone(),
+        }
+    }
+}
+
+fn record_path(context: &NodeContext, uid: &str) -> PathBuf {
+    context.pods_dir().join(format!("{uid}.json"))
+}
+
+fn load_record(context: &NodeContext, uid: &str) -> Option<PodRecord> {
+    let bytes = std::fs::read(record_path(context, uid)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn save_record(context: &NodeContext, uid: &str, record: &PodRecord) {
+    let path = record_path(context, uid);
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(context.pods_dir())?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(record).expect("records serialise"),
+        )?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
+        tracing::error!(pod = uid, "saving the pod record: {e}");
+    }
+}
+
+pub struct Worker {
+    updates: watch::Sender<Pod>,
+    stop: watch::Sender<bool>,
+}
+
+impl Worker {
+    pub fn start(context: Arc<NodeContext>, pod: Pod) -> Worker {
+        let (updates, pod_rx) = watch::channel(pod);
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(run(context, pod_rx, stop_rx));
+        Worker { updates, stop }
+    }
+
+    pub fn update(&self, pod: Pod) {
+        self.updates.send_replace(pod);
+    }
+
+    /// The pod was deleted: terminate its containers and clean up.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// One container of the pod, as the worker tracks it.
+struct Slot {
+    spec: Container,
+    record: ContainerRecord,
+    running_since: Option<jiff::Timestamp>,
+    waiting: Option<(String, Option<String>)>,
+    next_start: Instant,
+    probes: Vec<tokio::task::JoinHandle<()>>,
+    probe_results: Option<mpsc::Receiver<(ProbeKind, ProbeResult)>>,
+    ready: bool,
+    started: bool,
+}
+
+impl Slot {
+    fn has_probe(&self, kind: ProbeKind) -> bool {
+        match kind {
+            ProbeKind::Readiness => self.spec.readiness_probe.is_some(),
+            ProbeKind::Liveness => self.spec.liveness_probe.is_some(),
+            ProbeKind::Startup => self.spec.startup_probe.is_some(),
+        }
+    }
+
+    fn stop_probes(&mut self) {
+        for probe in self.probes.drain(..) {
+            probe.abort();
+        }
+        self.probe_results = None;
+        self.ready = false;
+        self.started = !self.has_probe(ProbeKind::Startup);
+    }
+
+    fn view(&self) -> ContainerView {
+        let name = self.spec.name.clone();
+        let state = if let Some(since) = self.running_since {
+            ViewState::Running { started_at: since }
+        } else if let Some(finished) = &self.record.finished {
+            ViewState::Terminated(finished.into())
+        } else {
+            let (reason, message) = self
+                .waiting
+                .clone()
+                .unwrap_or_else(|| ("ContainerCreating".into(), None));
+            ViewState::Waiting { reason, message }
+        };
+        let running = self.running_since.is_some();
+        ContainerView {
+            id: self
+                .record
+                .current
+                .as_ref()
+                .filter(|_| running || self.record.finished.is_some())
+                .map(|id| format!("berth://{id}")),
+            name,
+            image: self.spec.image.clone().unwrap_or_default(),
+            state,
+            last_termination: self.record.last_termination.as_ref().map(Into::into),
+            restart_count: self.record.restart_count,
+            ready: running && self.started && (self.ready || !self.has_probe(ProbeKind::Readiness)),
+            started: self.started,
+        }
+    }
+}
+
+/// Runs blocking runtime work off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("runtime work does not panic")
+}
+
+async fn run(
+    context: Arc<NodeContext>,
+    mut pod_rx: watch::Receiver<Pod>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let pod = pod_rx.borrow_and_update().clone();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let key = pod_key(&pod);
+    let span = tracing::info_span!("pod", pod = %format!("{}/{}", key.0, key.1));
+    let _enter = span.enter();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let restart_policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
+
+    let mut record = load_record(&context, &uid).unwrap_or(PodRecord {
+        namespace: key.0.clone(),
+        name: key.1.clone(),
+        containers: BTreeMap::new(),
+    });
+    let mut slots: Vec<Slot> = spec
+        .containers
+        .iter()
+        .map(|c| {
+            let record = record.containers.get(&c.name).cloned().unwrap_or_default();
+            let mut slot = Slot {
+                spec: c.clone(),
+                record,
+                running_since: None,
+                waiting: None,
+                next_start: Instant::now(),
+                probes: Vec::new(),
+                probe_results: None,
+                ready: false,
+                started: false,
+            };
+            slot.started = !slot.has_probe(ProbeKind::Startup);
+            slot
+        })
+        .collect();
+    let mut previous = pod.status.clone().unwrap_or_default();
+    let report = |slots: &[Slot], net: Option<&PodNetworkInfo>, previous: &mut PodStatus| {
+        let views: Vec<ContainerView> = slots.iter().map(Slot::view).collect();
+        let ip = net.map(|n| n.ip.to_string());
+        let status = pod_status(
+            &views,
+            &restart_policy,
+            ip.as_deref(),
+            &context.node_ip.to_string(),
+            previous,
+            jiff::Timestamp::now(),
+        );
+        *previous = status.clone();
+        let _ = context.statuses.send((key.clone(), status));
+    };
+
+    // The pod's network namespace first: every container joins it.
+    let net = loop {
+        if *stop.borrow() {
+            break None;
+        }
+        match context.network.setup_pod(&uid, &key.1).await {
+            Ok(net) => break Some(net),
+            Err(e) => {
+                tracing::warn!("pod network: {e}");
+                for slot in &mut slots {
+                    slot.waiting = Some((
+                        "ContainerCreating".into(),
+                        Some(format!("pod network: {e}")),
+                    ));
+                }
+                report(&slots, None, &mut previous);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    };
+    if let Some(net) = net {
+        adopt(&context, &uid, &mut slots).await;
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let _ = pod_rx.borrow_and_update();
+            for slot in slots.iter_mut() {
+                tend(&context, &pod, &uid, &net, &restart_policy, slot).await;
+            }
+            record.containers = slots
+                .iter()
+                .map(|s| (s.spec.name.clone(), s.record.clone()))
+                .collect();
+            save_record(&context, &uid, &record);
+            publish_handle(&context, &key, &uid, &slots);
+            report(&slots, Some(&net), &mut previous);
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+    terminate(&context, &pod, &uid, &mut slots).await;
+    if let Err(e) = context.network.teardown_pod(&uid).await {
+        tracing::warn!("pod network teardown: {e}");
+    }
+    let _ = std::fs::remove_file(record_path(&context, &uid));
+    let _ = std::fs::remove_dir_all(context.logs_dir().join(&uid));
+    context.pods.lock().expect("pods lock").remove(&key);
+    tracing::info!("pod removed from the node");
+}
+
+fn publish_handle(context: &NodeContext, key: &(String, String), uid: &str, slots: &[Slot]) {
+    let handle = PodHandle {
+        uid: uid.to_string(),
+        containers: slots
+            .iter()
+            .map(|s| {
+                let running = s.running_since.and(s.record.current.clone());
+                (s.spec.name.clone(), (s.record.restart_count, running))
+            })
+            .collect(),
+    };
+    context
+        .pods
+        .lock()
+        .expect("pods lock")
+        .insert(key.clone(), handle);
+}
+
+/// After an agent restart: containers whose instance still runs are taken over as they are.
+async fn adopt(context: &Arc<NodeContext>, _uid: &str, slots: &mut [Slot]) {
+    for slot in slots.iter_mut() {
+        let Some(id) = slot.record.current.clone() else {
+            continue;
+        };
+        if slot.record.finished.is_some() {
+            continue;
+        }
+        let ctx = context.clone();
+        let status = blocking(move || ctx.runtime.status(&id)).await;
+        // Running: taken over. Exited (or lost) while the agent was away: the next tick
+        // sees that and applies the restart policy.
+        slot.running_since = Some(match status {
+            Ok(ContainerStatus::Running { started_at, .. }) => {
+                tracing::info!(container = %slot.spec.name, "adopted running container");
+                started_at
+            }
+            _ => jiff::Timestamp::now(),
+        });
+    }
+}
+
+/// Where a container stands, and what to do about it: start, restart, react to probes.
+async fn tend(
+    context: &Arc<NodeContext>,
+    pod: &Pod,
+    uid: &str,
+    net: &PodNetworkInfo,
+    restart_policy: &str,
+    slot: &mut Slot,
+) {
+    if slot.record.finished.is_some() {
+        return;
+    }
+    if slot.running_since.is_some() {
+        let id = slot
+            .record
+            .current
+            .clone()
+            .expect("a running container has an id");
+        let ctx = context.clone();
+        let status = blocking({
+            let id = id.clone();
+            move || ctx.runtime.status(&id)
+        })
+        .await;
+        match status {
+            Ok(ContainerStatus::Running { .. }) => {
+                if slot.probes.is_empty() {
+                    start_probes(context, uid, net, slot);
+                }
+                if handle_probe_results(context, &id, slot).await {
+                    return; // killed: its exit is seen on the next tick
+                }
+                return;
+            }
+            Ok(ContainerStatus::Exited {
+                exit_code,
+                signal,
+                oom_killed,
+                started_at,
+                finished_at,
+                message,
+            }) => {
+                let termination = TerminationRecord {
+                    exit_code,
+                    signal,
+                    oom_killed,
+                    started_at: started_at.or(slot.running_since),
+                    finished_at,
+                    message,
+                };
+                exited(context, restart_policy, slot, termination).await;
+            }
+            Ok(ContainerStatus::Unknown) | Err(_) => {
+                // Its shim and state are gone (a reboot, a hand-made cleanup): count it as a
+                // failure and let the policy decide.
+                let termination = TerminationRecord {
+                    exit_code: 137,
+                    signal: None,
+                    oom_killed: false,
+                    started_at: slot.running_since,
+                    finished_at: jiff::Timestamp::now(),
+                    message: Some("the container's state was lost".into()),
+                };
+                exited(context, restart_policy, slot, termination).await;
+            }
+        }
+        return;
+    }
+    if Instant::now() >= slot.next_start {
+        start(context, pod, uid, net, slot).await;
+    }
+}
+
+/// A container's instance ended: record it, remove the instance (its log stays), and plan
+/// a restart or finish.
+async fn exited(
+    context: &Arc<NodeContext>,
+    restart_policy: &str,
+    slot: &mut Slot,
+    termination: TerminationRecord,
+) {
+    tracing::info!(
+        container = %slot.spec.name,
+        exit_code = termination.exit_code,
+        oom_killed = termination.oom_killed,
+        "container exited"
+    );
+    slot.stop_probes();
+    slot.running_since = None;
+    if let Some(id) = slot.record.current.clone() {
+        let ctx = context.clone();
+        if let Err(e) = blocking(move || ctx.runtime.remove(&id)).await {
+            tracing::warn!("removing an exited container: {e}");
+        }
+    }
+    if should_restart(restart_policy, termination.exit_code) {
+        let delay = backoff(slot.record.restart_count);
+        slot.next_start = Instant::now() + delay;
+        slot.waiting = Some(if delay.is_zero() {
+            ("ContainerCreating".into(), None)
+        } else {
+            (
+                "CrashLoopBackOff".into(),
+                Some(format!(
+                    "back-off {}s restarting failed container {}",
+                    delay.as_secs(),
+                    slot.spec.name
+                )),
+            )
+        });
+        slot.record.last_termination = Some(termination);
+        slot.record.current = None;
+    } else {
+        slot.record.finished = Some(termination);
+    }
+}
+
+/// The root filesystem of an image (until images are stored: a directory per image name).
+fn image_root(context: &NodeContext, image: &str) -> Result<PathBuf, String> {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    let name = last.split(':').next().unwrap_or(last);
+    let dir = context.config.image_dir.join(name);
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "image {image:?} not found: no root filesystem at {}",
+            dir.display()
+        ))
+    }
+}
+
+async fn start(
+    context: &Arc<NodeContext>,
+    pod: &Pod,
+    uid: &str,
+    net: &PodNetworkInfo,
+    slot: &mut Slot,
+) {
+    // The first instance is 0; each restart takes the next number.
+    let restart = if slot.record.last_termination.is_some() || slot.record.current.is_some() {
+        slot.record.restart_count + 1
+    } else {
+        slot.record.restart_count
+    };
+    let image = slot.spec.image.clone().unwrap_or_default();
+    let root = match image_root(context, &image) {
+        Ok(root) => root,
+        Err(message) => {
+            slot.waiting = Some(("ErrImageNeverPull".into(), Some(message)));
+            slot.next_start = Instant::now() + Duration::from_secs(5);
+            return;
+        }
+    };
+    let spec = crate::runtime::spec::build(&SpecInput {
+        pod,
+        container: &slot.spec,
+        image: &ImageConfig::default(),
+        netns: Some(net.netns_path.clone()),
+    });
+    let spec = match spec {
+        Ok(spec) => spec,
+        Err(e) => {
+            slot.waiting = Some(("CreateContainerConfigError".into(), Some(e.to_string())));
+            slot.next_start = Instant::now() + Duration::from_secs(5);
+            return;
+        }
+    };
+    let id = instance_id(uid, &slot.spec.name, restart);
+    let log_path = log_path(context, uid, &slot.spec.name, restart);
+    if let Some(dir) = log_path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let request = StartRequest {
+        id: id.clone(),
+        spec,
+        lowers: vec![root],
+        log_path,
+        log_max_bytes: LOG_MAX_BYTES,
+        log_max_files: LOG_MAX_FILES,
+    };
+    let ctx = context.clone();
+    let started = blocking(move || ctx.runtime.start(request)).await;
+    slot.record.restart_count = restart;
+    slot.record.current = Some(id.clone());
+    match started {
+        Ok(ContainerStatus::Running { started_at, .. }) => {
+            tracing::info!(container = %slot.spec.name, restart, "container started");
+            slot.running_since = Some(started_at);
+            slot.waiting = None;
+        }
+        Ok(ContainerStatus::Exited {
+            exit_code,
+            signal,
+            oom_killed,
+            started_at,
+            finished_at,
+            message,
+        }) => {
+            if let Some(message) = &message {
+                tracing::warn!(container = %slot.spec.name, "could not start: {message}");
+            }
+            let termination = TerminationRecord {
+                exit_code,
+                signal,
+                oom_killed,
+                started_at,
+                finished_at,
+                message,
+            };
+            let policy = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.restart_policy.clone())
+                .unwrap_or_else(|| "Always".into());
+            exited(context, &policy, slot, termination).await;
+        }
+        Ok(ContainerStatus::Unknown) => {
+            // The shim reported nothing yet: the next tick looks again.
+            slot.running_since = Some(jiff::Timestamp::now());
+        }
+        Err(e) => {
+            tracing::warn!(container = %slot.spec.name, "starting: {e}");
+            let ctx = context.clone();
+            let _ = blocking(move || ctx.runtime.remove(&id)).await;
+            slot.record.current = None;
+            slot.record.last_termination = Some(TerminationRecord {
+                exit_code: 128,
+                signal: None,
+                oom_killed: false,
+                started_at: None,
+                finished_at: jiff::Timestamp::now(),
+                message: Some(e.to_string()),
+            });
+            let delay = backoff(restart + 1).max(Duration::from_secs(1));
+            slot.waiting = Some(("RunContainerError".into(), Some(e.to_string())));
+            slot.next_start = Instant::now() + delay;
+        }
+    }
+}
+
+fn start_probes(context: &Arc<NodeContext>, _uid: &str, net: &PodNetworkInfo, slot: &mut Slot) {
+    let (tx, rx) = mpsc::channel(16);
+    let id = slot.record.current.clone().expect("running");
+    let exec: Arc<dyn probe::ExecRunner> = Arc::new(super::service::ContainerExec {
+        context: context.clone(),
+        id,
+    });
+    let probes = [
+        (ProbeKind::Startup, slot.spec.startup_probe.clone()),
+        (ProbeKind::Readiness, slot.spec.readiness_probe.clone()),
+        (ProbeKind::Liveness, slot.spec.liveness_probe.clone()),
+    ];
+    for (kind, probe) in probes {
+        let Some(probe) = probe else { continue };
+        match ProbeSpec::from_k8s(&probe, &slot.spec) {
+            Ok(spec) => slot.probes.push(probe::spawn_prober(
+                kind,
+                spec,
+                std::net::IpAddr::V4(net.ip),
+                exec.clone(),
+                tx.clone(),
+            )),
+            Err(e) => tracing::warn!(container = %slot.spec.name, "{kind:?} probe: {e}"),
+        }
+    }
+    if slot.probes.is_empty() {
+        // A placeholder so that probes are not looked for again on every tick.
+        slot.probes.push(tokio::spawn(async {}));
+    }
+    slot.probe_results = Some(rx);
+}
+
+/// Applies probe results; returns whether the container was killed (liveness or startup
+/// failure).
+async fn handle_probe_results(context: &Arc<NodeContext>, id: &str, slot: &mut Slot) -> bool {
+    let mut results = Vec::new();
+    if let Some(rx) = slot.probe_results.as_mut() {
+        while let Ok(result) = rx.try_recv() {
+            results.push(result);
+        }
+    }
+    for (kind, result) in results {
+        match (kind, result) {
+            (ProbeKind::Startup, ProbeResult::Success) => slot.started = true,
+            (ProbeKind::Readiness, result) => slot.ready = result == ProbeResult::Success,
+            (ProbeKind::Liveness, ProbeResult::Failure) if slot.started => {
+                tracing::info!(container = %slot.spec.name, "liveness probe failed: restarting");
+                kill(context, id).await;
+                return true;
+            }
+            (ProbeKind::Startup, ProbeResult::Failure) => {
+                tracing::info!(container = %slot.spec.name, "startup probe failed: restarting");
+                kill(context, id).await;
+                return true;
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+async fn kill(context: &Arc<NodeContext>, id: &str) {
+    let ctx = context.clone();
+    let id = id.to_string();
+    if let Err(e) = blocking(move || ctx.runtime.kill_all(&id)).await {
+        tracing::warn!("killing a container: {e}");
+    }
+}
+
+/// Graceful termination of every running container: preStop hook, SIGTERM, the grace
+/// period, then SIGKILL of everything in its cgroup; then the instances are removed.
+async fn terminate(context: &Arc<NodeContext>, pod: &Pod, _uid: &str, slots: &mut [Slot]) {
+    let grace = Duration::from_secs(
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0) as u64,
+    );
+    let deadline = Instant::now() + grace;
+    let running: Vec<(String, Option<Vec<String>>)> = slots
+        .iter_mut()
+        .filter_map(|slot| {
+            slot.stop_probes();
+            let id = slot.record.current.clone()?;
+            let pre_stop = slot
+                .spec
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.as_ref())
+                .and_then(|h| h.exec.as_ref())
+                .and_then(|e| e.command.clone());
+            Some((id, pre_stop))
+        })
+        .collect();
+    let stops = running.into_iter().map(|(id, pre_stop)| {
+        let context = context.clone();
+        async move {
+            if let Some(command) = pre_stop {
+                let exec = super::service::ContainerExec {
+                    context: context.clone(),
+                    id: id.clone(),
+                };
+                let left = deadline.saturating_duration_since(Instant::now());
+                let _ = probe::ExecRunner::run(&exec, command, left).await;
+            }
+            let ctx = context.clone();
+            let term_id = id.clone();
+            let _ = blocking(move || {
+                ctx.runtime
+                    .signal(&term_id, nix::sys::signal::Signal::SIGTERM)
+            })
+            .await;
+            while Instant::now() < deadline {
+                let ctx = context.clone();
+                let status_id = id.clone();
+                match blocking(move || ctx.runtime.status(&status_id)).await {
+                    Ok(ContainerStatus::Running { .. }) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    _ => break,
+                }
+            }
+            kill(&context, &id).await;
+            let ctx = context.clone();
+            if let Err(e) = blocking(move || ctx.runtime.remove(&id)).await {
+                tracing::warn!("removing a container: {e}");
+            }
+        }
+    });
+    futures::future::join_all(stops).await;
+}
+
+/// After an agent restart: containers, networks and records of pods no longer bound here.
+pub async fn remove_orphans(context: &Arc<NodeContext>, desired: &HashMap<String, Pod>) {
+    let ctx = context.clone();
+    let instances = blocking(move || ctx.runtime.list())
+        .await
+        .unwrap_or_default();
+    for id in instances {
+        if pod_uid_of(&id).is_some_and(|uid| !desired.contains_key(uid)) {
+            tracing::info!(container = %id, "removing an orphaned container");
+            kill(context, &id).await;
+            let ctx = context.clone();
+            let _ = blocking(move || ctx.runtime.remove(&id)).await;
+        }
+    }
+    for uid in context.network.list_pods().await.unwrap_or_default() {
+        if !desired.contains_key(&uid) {
+            tracing::info!(pod = %uid, "removing an orphaned pod network");
+            let _ = context.network.teardown_pod(&uid).await;
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(context.pods_dir()) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(uid) = name.strip_suffix(".json") {
+                if !desired.contains_key(uid) {
+                    let _ = std::fs::remove_file(entry.path());
+                    let _ = std::fs::remove_dir_all(context.logs_dir().join(uid));
+                }
+            }
+        }
+    }
+}
