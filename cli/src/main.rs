@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = if matches!(cli.command, Command::Server(_) | Command::Agent(_)) {
         // netlink-packet-route warns about every attribute newer than itself.
-        "info,openraft=warn,netlink_packet_route=error"
+        "info,openraft=warn,netlink_packet_route=error,libcgroups=error"
     } else {
         "warn"
     };

@@ -53,7 +53,7 @@ impl Agent {
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| {
-                    "warn,berth_node_agent=info,netlink_packet_route=error".into()
+                    "warn,berth_node_agent=info,netlink_packet_route=error,libcgroups=error".into()
                 }),
             )
             .stdout(Stdio::piped())

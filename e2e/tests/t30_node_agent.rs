@@ -66,9 +66,15 @@ impl Node {
 
     /// `berth exec POD -- COMMAND` (the server flag goes first: after `--` all is the command).
     fn exec(&self, pod: &str, command: &[&str]) -> berth_e2e::Run {
+        self.exec_with(&[], pod, command)
+    }
+
+    fn exec_with(&self, flags: &[&str], pod: &str, command: &[&str]) -> berth_e2e::Run {
         let output = self.cluster.network.hosts[0]
             .command(&berth_e2e::cluster::berth_binary())
-            .args(["--server", &self.cluster.addr(0), "exec", pod, "--"])
+            .args(["--server", &self.cluster.addr(0), "exec"])
+            .args(flags)
+            .args([pod, "--"])
             .args(command)
             .stdin(std::process::Stdio::null())
             .output()
@@ -143,6 +149,9 @@ fn t10_a_pod_runs_isolated() {
     node.exec("iso", &["ip", "link", "add", "d0", "type", "dummy"])
         .failed();
     node.exec("iso", &["unshare", "-U", "true"]).failed();
+    // -t gives the command a terminal.
+    let tty = node.exec_with(&["-t"], "iso", &["tty"]).ok().stdout();
+    assert!(tty.contains("/dev/pts/"), "{tty:?}");
     // The exit code of an exec comes back.
     let run = node.exec("iso", &["sh", "-c", "exit 7"]);
     assert_eq!(run.0.status.code(), Some(7));
@@ -271,7 +280,7 @@ fn t40_liveness_restarts_and_readiness_flips() {
 "#;
     node.apply(&pod_yaml(
         "probed",
-        "touch /tmp/alive /tmp/ready; exec sleep 3602",
+        "echo booted; touch /tmp/alive /tmp/ready; exec sleep 3602",
         probes,
         "",
     ));
@@ -285,6 +294,9 @@ fn t40_liveness_restarts_and_readiness_flips() {
     let pod = node.wait_for("probed", "a restart", |p| restart_count(p) >= 1);
     assert!(pod["status"]["containerStatuses"][0]["lastState"]["terminated"].is_object());
     node.wait_running("probed");
+    // The previous instance's log is still there.
+    let previous = node.berth(&["logs", "probed", "--previous"]).ok().stdout();
+    assert_eq!(previous, "booted\n");
 }
 
 #[test]
