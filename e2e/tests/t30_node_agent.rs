@@ -360,3 +360,28 @@ fn t60_deleting_a_pod_leaves_nothing_behind() {
     let next = node.wait_running("next");
     assert_eq!(next["status"]["podIP"].as_str(), Some(ip.as_str()));
 }
+
+#[test]
+fn t70_a_pod_deleted_while_the_agent_is_down_is_cleaned_up_on_restart() {
+    let mut node = node();
+    node.apply(&pod_yaml("orphan", "exec sleep 3606", "", ""));
+    node.apply(&pod_yaml("stays", "exec sleep 3607", "", ""));
+    node.wait_running("orphan");
+    node.wait_running("stays");
+    let staying = pids_with_cmdline("sleep 3607");
+    node.agent.kill();
+    node.berth(&["delete", "pod", "orphan"]).ok();
+    assert_eq!(
+        pids_with_cmdline("sleep 3606").len(),
+        1,
+        "still running while the agent is down"
+    );
+    node.agent.restart(&node.cluster);
+    assert!(
+        eventually(Duration::from_secs(20), || pids_with_cmdline("sleep 3606")
+            .is_empty()),
+        "the orphaned container was not removed"
+    );
+    assert_eq!(pids_with_cmdline("sleep 3607"), staying);
+    node.wait_running("stays");
+}
