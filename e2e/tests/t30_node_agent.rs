@@ -152,6 +152,30 @@ fn t10_a_pod_runs_isolated() {
     // -t gives the command a terminal.
     let tty = node.exec_with(&["-t"], "iso", &["tty"]).ok().stdout();
     assert!(tty.contains("/dev/pts/"), "{tty:?}");
+    // -i passes stdin through.
+    let mut cat = node.cluster.network.hosts[0]
+        .command(&berth_e2e::cluster::berth_binary())
+        .args([
+            "--server",
+            &node.cluster.addr(0),
+            "exec",
+            "-i",
+            "iso",
+            "--",
+            "cat",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = cat.stdin.take().unwrap();
+        stdin.write_all(b"through stdin\n").unwrap();
+    }
+    let output = cat.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "through stdin\n");
     // The exit code of an exec comes back.
     let run = node.exec("iso", &["sh", "-c", "exit 7"]);
     assert_eq!(run.0.status.code(), Some(7));

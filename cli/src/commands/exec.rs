@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(short, long)]
     namespace: Option<String>,
     /// Pass stdin to the command.
-    #[arg(short, long)]
+    #[arg(short = 'i', long)]
     stdin: bool,
     /// Allocate a terminal (with -i: an interactive shell).
     #[arg(short, long)]
