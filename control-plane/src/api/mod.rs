@@ -5,7 +5,7 @@
 //! client accepts stale data, and are served from the local store.
 
 pub(crate) mod errors;
-mod nodes;
+pub mod nodes;
 mod watch;
 
 use crate::membership;
@@ -33,6 +33,7 @@ pub struct ApiService {
     /// Joins are handled one at a time, so that two joiners never get the same id.
     joins: tokio::sync::Mutex<()>,
     departure: crate::member::Departure,
+    heartbeats: nodes::NodeHeartbeats,
 }
 
 impl ApiService {
@@ -47,6 +48,7 @@ impl ApiService {
     ) -> Self {
         ApiService {
             departure,
+            heartbeats: nodes::NodeHeartbeats::default(),
             leader,
             barrier,
             raft,
@@ -215,6 +217,15 @@ impl Api for ApiService {
     ) -> Result<Response<pb::UpdateStatusResponse>, Status> {
         Ok(Response::new(
             self.update_statuses(request.into_inner()).await?,
+        ))
+    }
+
+    async fn node_heartbeat(
+        &self,
+        request: Request<pb::NodeHeartbeatRequest>,
+    ) -> Result<Response<pb::NodeHeartbeatResponse>, Status> {
+        Ok(Response::new(
+            self.node_heartbeat(request.into_inner()).await?,
         ))
     }
 

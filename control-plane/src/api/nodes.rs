@@ -17,6 +17,31 @@ use serde_json::Value;
 use tonic::transport::Channel;
 use tonic::Status;
 
+/// When each node's agent was last heard from, as the leader saw it. In memory only: a new
+/// leader starts empty, which gives every node a fresh grace period (see DESIGN.md).
+#[derive(Clone, Default)]
+pub struct NodeHeartbeats(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+);
+
+impl NodeHeartbeats {
+    pub fn record(&self, node: &str) {
+        self.0
+            .lock()
+            .expect("heartbeats lock")
+            .insert(node.to_string(), std::time::Instant::now());
+    }
+
+    /// How long ago `node` was last heard from, if it was since this member started leading.
+    pub fn silent_for(&self, node: &str) -> Option<std::time::Duration> {
+        self.0
+            .lock()
+            .expect("heartbeats lock")
+            .get(node)
+            .map(std::time::Instant::elapsed)
+    }
+}
+
 /// A status must be the kind's own status type.
 fn check_status(kind: Kind, status: &Value) -> Result<(), String> {
     let checked = match kind {
@@ -31,6 +56,20 @@ fn check_status(kind: Kind, status: &Value) -> Result<(), String> {
 }
 
 impl ApiService {
+    pub(super) async fn node_heartbeat(
+        &self,
+        request: pb::NodeHeartbeatRequest,
+    ) -> Result<pb::NodeHeartbeatResponse, Status> {
+        if request.node.is_empty() {
+            return Err(Status::invalid_argument("heartbeat: no node name"));
+        }
+        if let Some(mut leader) = self.leader_api().await? {
+            return Ok(leader.node_heartbeat(request).await?.into_inner());
+        }
+        self.heartbeats.record(&request.node);
+        Ok(pb::NodeHeartbeatResponse {})
+    }
+
     pub(super) async fn update_statuses(
         &self,
         request: pb::UpdateStatusRequest,

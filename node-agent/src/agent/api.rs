@@ -98,6 +98,16 @@ impl ApiConnection {
         serde_json::from_slice(&response.object).map_err(|e| e.to_string())
     }
 
+    pub async fn heartbeat(&mut self, node: &str) -> Result<(), String> {
+        let node = node.to_string();
+        self.retrying(|mut c| {
+            let node = node.clone();
+            async move { c.node_heartbeat(pb::NodeHeartbeatRequest { node }).await }
+        })
+        .await
+        .map(drop)
+    }
+
     pub async fn update_status(
         &mut self,
         kind: &str,

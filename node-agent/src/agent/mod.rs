@@ -119,7 +119,7 @@ pub async fn run(
             .serve_with_incoming(berth_proto::transport::incoming(listener)),
     );
     let reporter = tokio::spawn(report_statuses(api.clone(), status_queue));
-    let heartbeat = tokio::spawn(heartbeat(api.clone(), config.clone(), node_ip, pod_cidr));
+    let heartbeat = tokio::spawn(heartbeat(api.clone(), config.name.clone()));
     // The first `api: ADDR`-like line says the agent serves (scripts and tests read it).
     println!("agent: {}", config.listen);
 
@@ -166,7 +166,7 @@ async fn register(
     Ok(pod_cidr)
 }
 
-/// Capacity, addresses and the Ready condition (its heartbeat time refreshed periodically).
+/// Capacity, addresses and the Ready condition, reported when the agent starts.
 fn node_status(config: &AgentConfig, node_ip: IpAddr, _pod_cidr: &str) -> serde_json::Value {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let memory_kib = std::fs::read_to_string("/proc/meminfo")
@@ -206,14 +206,12 @@ fn node_status(config: &AgentConfig, node_ip: IpAddr, _pod_cidr: &str) -> serde_
     })
 }
 
-/// Refreshes the Node's Ready heartbeat. One small Raft write per node every 10 s.
-async fn heartbeat(mut api: ApiConnection, config: AgentConfig, node_ip: IpAddr, pod_cidr: String) {
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    tick.tick().await;
+/// Tells the leader this node is alive, every 2 s (in its memory, not through Raft).
+async fn heartbeat(mut api: ApiConnection, node: String) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
-        let status = node_status(&config, node_ip, &pod_cidr);
-        if let Err(e) = api.update_status("Node", "", &config.name, status).await {
+        if let Err(e) = api.heartbeat(&node).await {
             tracing::warn!("node heartbeat: {e}");
         }
     }
