@@ -409,3 +409,35 @@ fn t70_a_pod_deleted_while_the_agent_is_down_is_cleaned_up_on_restart() {
     assert_eq!(pids_with_cmdline("sleep 3607"), staying);
     node.wait_running("stays");
 }
+
+#[test]
+fn t80_termination_runs_pre_stop_then_sigterm() {
+    let node = node();
+    let pre_stop = r#"    lifecycle:
+      preStop:
+        exec:
+          command: ["sh", "-c", "echo prestop-ran > /proc/1/fd/1"]
+"#;
+    node.apply(&pod_yaml(
+        "polite",
+        "trap 'echo got-term; exit 0' TERM; echo up; while true; do sleep 0.1; done",
+        pre_stop,
+        "",
+    ));
+    node.wait_running("polite");
+    let mut follow = node.cluster.network.hosts[0]
+        .command(&berth_e2e::cluster::berth_binary())
+        .args(["logs", "polite", "-f", "--server", &node.cluster.addr(0)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "up");
+    node.berth(&["delete", "pod", "polite"]).ok();
+    // The stream ends when the container stops: the hook ran first, then SIGTERM.
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let _ = follow.wait();
+    assert_eq!(rest, ["prestop-ran", "got-term"]);
+}
