@@ -232,10 +232,20 @@ fn t20_memory_limit_oom_kills_and_says_so() {
 #[test]
 fn t30_pods_reach_each_other_and_logs_follow() {
     let node = node();
+    // Ready only once its HTTP endpoint answers; alive while its port accepts connections.
+    let probes = r#"    ports:
+    - {name: http, containerPort: 8080}
+    readinessProbe:
+      httpGet: {path: /index.html, port: http}
+      periodSeconds: 1
+    livenessProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+"#;
     node.apply(&pod_yaml(
         "server",
         "mkdir -p /www && echo hello-from-server > /www/index.html && exec httpd -f -p 8080 -h /www",
-        "",
+        probes,
         "",
     ));
     node.apply(&pod_yaml(
