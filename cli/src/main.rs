@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod demo;
 mod output;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +52,12 @@ enum Command {
     Members(commands::members::Args),
     /// Print client and server versions.
     Version,
+    /// The demo application: an HTTP server answering with the pod's name, IP and a request
+    /// counter (the demo image's entrypoint).
+    DemoServer(commands::demo::ServerArgs),
+    /// Write berth itself (binary and shared libraries) as a root filesystem whose
+    /// `/berth demo-server` runs the demo application.
+    DemoRootfs(commands::demo::RootfsArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +100,10 @@ fn main() -> ExitCode {
             Command::Delete(args) => commands::delete::run(server, args).await,
             Command::Members(args) => commands::members::run(server, args).await,
             Command::Version => commands::version::run(server).await,
+            Command::DemoServer(args) => {
+                tokio::task::block_in_place(|| commands::demo::serve(args))
+            }
+            Command::DemoRootfs(args) => commands::demo::rootfs(args),
         }
     });
     match result {

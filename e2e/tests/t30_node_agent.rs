@@ -451,3 +451,53 @@ fn t80_termination_runs_pre_stop_then_sigterm() {
     let _ = follow.wait();
     assert_eq!(rest, ["prestop-ran", "got-term"]);
 }
+
+#[test]
+fn t90_the_demo_app_runs_from_berth_itself() {
+    let node = node();
+    // berth as a root filesystem: its binary and the shared libraries it names.
+    let written = std::process::Command::new(berth_e2e::cluster::berth_binary())
+        .args(["demo-rootfs"])
+        .arg(node.images.join("demo"))
+        .output()
+        .unwrap();
+    assert!(written.status.success(), "{written:?}");
+    node.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: demo
+spec:
+  nodeName: node-1
+  containers:
+  - name: web
+    image: demo
+    command: ["/berth", "demo-server"]
+    ports:
+    - {name: http, containerPort: 8080}
+    readinessProbe:
+      httpGet: {path: /, port: http}
+      periodSeconds: 1
+"#,
+    );
+    node.apply(&pod_yaml("client", "exec sleep 3608", "", ""));
+    let demo = node.wait_running("demo");
+    node.wait_running("client");
+    let ip = demo["status"]["podIP"].as_str().unwrap().to_string();
+    let get = || {
+        node.exec("client", &["wget", "-qO-", &format!("http://{ip}:8080/")])
+            .ok()
+            .stdout()
+    };
+    let first = get();
+    assert!(
+        first.starts_with(&format!("pod demo ip {ip} requests ")),
+        "{first}"
+    );
+    let n: u64 = first.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    let second = get();
+    assert_eq!(
+        second.trim(),
+        format!("pod demo ip {ip} requests {}", n + 1)
+    );
+}

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod apply;
 pub mod delete;
+pub mod demo;
 pub mod describe;
 pub mod exec;
 pub mod get;
