@@ -65,8 +65,8 @@ pub struct NodeContext {
     pub runtime: Runtime,
     pub network: PodNetwork,
     pub node_ip: IpAddr,
-    /// Pod statuses to report, by pod (namespace, name).
-    pub statuses: mpsc::UnboundedSender<((String, String), k8s_openapi::api::core::v1::PodStatus)>,
+    /// Pod statuses to report, by pod (namespace, name); `None` once the pod left the node.
+    pub statuses: mpsc::UnboundedSender<StatusReport>,
     /// What the logs and exec service needs to find a pod's containers.
     pub pods: std::sync::Mutex<HashMap<(String, String), pod::PodHandle>>,
 }
@@ -217,19 +217,28 @@ async fn heartbeat(mut api: ApiConnection, node: String) {
     }
 }
 
+/// A pod's latest status, or `None`: the pod is gone, forget what was sent for it.
+pub type StatusReport = (
+    (String, String),
+    Option<k8s_openapi::api::core::v1::PodStatus>,
+);
+
 /// Sends pod statuses in batches: whatever changed since the last batch, latest only.
-async fn report_statuses(
-    mut api: ApiConnection,
-    mut queue: mpsc::UnboundedReceiver<((String, String), k8s_openapi::api::core::v1::PodStatus)>,
-) {
+async fn report_statuses(mut api: ApiConnection, mut queue: mpsc::UnboundedReceiver<StatusReport>) {
     let mut sent: HashMap<(String, String), serde_json::Value> = HashMap::new();
     while let Some(first) = queue.recv().await {
         let mut batch: HashMap<(String, String), serde_json::Value> = HashMap::new();
-        let mut add = |(key, status): ((String, String), _)| {
-            batch.insert(
-                key,
-                serde_json::to_value(status).expect("statuses serialise"),
-            );
+        let mut add = |(key, status): StatusReport| match status {
+            Some(status) => {
+                batch.insert(
+                    key,
+                    serde_json::to_value(status).expect("statuses serialise"),
+                );
+            }
+            None => {
+                batch.remove(&key);
+                sent.remove(&key);
+            }
         };
         add(first);
         // Gather what arrives within a short window into the same batch.

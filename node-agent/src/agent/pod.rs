@@ -128,9 +128,12 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(context: Arc<NodeContext>, pod: Pod) -> Worker {
+        use tracing::Instrument;
+        let key = pod_key(&pod);
+        let span = tracing::info_span!("pod", pod = %format!("{}/{}", key.0, key.1));
         let (updates, pod_rx) = watch::channel(pod);
         let (stop, stop_rx) = watch::channel(false);
-        tokio::spawn(run(context, pod_rx, stop_rx));
+        tokio::spawn(run(context, pod_rx, stop_rx).instrument(span));
         Worker { updates, stop }
     }
 
@@ -222,8 +225,6 @@ async fn run(
     let pod = pod_rx.borrow_and_update().clone();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let key = pod_key(&pod);
-    let span = tracing::info_span!("pod", pod = %format!("{}/{}", key.0, key.1));
-    let _enter = span.enter();
     let spec = pod.spec.clone().unwrap_or_default();
     let restart_policy = spec
         .restart_policy
@@ -268,7 +269,7 @@ async fn run(
             jiff::Timestamp::now(),
         );
         *previous = status.clone();
-        let _ = context.statuses.send((key.clone(), status));
+        let _ = context.statuses.send((key.clone(), Some(status)));
     };
 
     // The pod's network namespace first: every container joins it.
@@ -324,6 +325,7 @@ async fn run(
     let _ = std::fs::remove_file(record_path(&context, &uid));
     let _ = std::fs::remove_dir_all(context.logs_dir().join(&uid));
     context.pods.lock().expect("pods lock").remove(&key);
+    let _ = context.statuses.send((key, None));
     tracing::info!("pod removed from the node");
 }
 
