@@ -1,1 +1,34 @@
-//! placeholder
+//! berth's image store: OCI (and Docker v2) images on local disk, ready for overlayfs.
+//!
+//! ```text
+//!  archive.rs ──import──▶ store.rs (blobs by digest) ◀──read── images.rs (names → manifests)
+//!                                   │                                  │
+//!                                   └──────── unpack.rs ◀──layer_dirs──┘
+//! ```
+//!
+//! Module map:
+//! - [`store`]: content store — blobs by sha256 digest, verified on write and on read.
+//! - [`reference`]: docker-style references `NAME[:TAG][@sha256:...]`, normalised.
+//! - [`images`]: [`ImageStore`] — image records (`images.json`), resolution of a reference
+//!   to manifest + config + layers, `layer_dirs` for overlayfs, and GC.
+//! - [`unpack`]: layer unpacking into one directory per layer, with overlay whiteouts and
+//!   a containment rule (no entry escapes the layer dir).
+//! - [`archive`]: import of OCI image-layout tars and `docker save` tars.
+//! - [`error`]: [`ImageError`], the one error type.
+//!
+//! On-disk layout under the store root:
+//! `blobs/sha256/<hex>`, `tmp/` (in-progress blob writes), `layers/sha256/<hex>/`,
+//! `layers/tmp/` (in-progress unpacks), `images.json`, `images.lock`, `gc.lock`.
+
+pub mod archive;
+pub mod error;
+pub mod images;
+pub mod reference;
+pub mod store;
+pub mod unpack;
+
+pub use error::{ImageError, Result};
+pub use images::{GcReport, ImageStore, ResolvedImage};
+pub use reference::Reference;
+pub use store::{BlobReader, ContentStore, MAX_DOCUMENT_SIZE};
+pub use unpack::LayerStore;
