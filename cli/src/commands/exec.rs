@@ -124,7 +124,11 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
                 err.flush()?;
             }
             Some(exec_output::Output::ExitCode(code)) => {
-                return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+                // Exit now: a pending read of our stdin cannot be cancelled, and the runtime
+                // would wait for it (until the user pressed Enter). The terminal first.
+                drop(_raw);
+                let _ = std::io::stdout().flush();
+                std::process::exit(code.clamp(0, 255));
             }
             None => {}
         }

@@ -108,6 +108,40 @@ impl ApiConnection {
         .map(drop)
     }
 
+    /// The object, or `None` if there is none.
+    pub async fn get(
+        &mut self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, String> {
+        let object = pb::ObjectRef {
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        let mut attempts = 0;
+        loop {
+            let request = pb::GetRequest {
+                object: Some(object.clone()),
+                stale_ok: false,
+            };
+            match self.client.clone().get(request).await {
+                Ok(response) => {
+                    return serde_json::from_slice(&response.into_inner().object)
+                        .map(Some)
+                        .map_err(|e| e.to_string())
+                }
+                Err(status) if status.code() == tonic::Code::NotFound => return Ok(None),
+                Err(status) if attempts < 20 && status.code() == tonic::Code::Unavailable => {
+                    attempts += 1;
+                    self.reconnect().await;
+                }
+                Err(status) => return Err(status.message().to_string()),
+            }
+        }
+    }
+
     pub async fn update_status(
         &mut self,
         kind: &str,

@@ -86,6 +86,12 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let node_ip = config.address.unwrap_or(config.listen.ip());
+    if node_ip.is_unspecified() {
+        return Err(AgentError::Setup(format!(
+            "--listen {} names no address the control plane can reach this node at: pass --address IP",
+            config.listen
+        )));
+    }
     let mut api = ApiConnection::connect(config.servers.clone()).await?;
     let pod_cidr = register(&mut api, &config, node_ip).await?;
     tracing::info!(node = %config.name, %pod_cidr, "node registered");
@@ -143,13 +149,21 @@ async fn register(
         name: config.name.clone(),
         message,
     };
-    let node = json!({
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": config.name, "labels": {"kubernetes.io/hostname": config.name}},
-        "spec": {},
-    });
-    let stored = api.apply(&node).await.map_err(error)?;
+    // A Node registered before keeps its labels, annotations and spec (taints, unschedulable):
+    // only a missing pod subnet makes the agent apply it again (the control plane assigns one).
+    let stored = match api.get("Node", "", &config.name).await.map_err(error)? {
+        Some(node) if node.pointer("/spec/podCIDR").is_some() => node,
+        Some(node) => api.apply(&node).await.map_err(error)?,
+        None => {
+            let node = json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": config.name, "labels": {"kubernetes.io/hostname": config.name}},
+                "spec": {},
+            });
+            api.apply(&node).await.map_err(error)?
+        }
+    };
     let pod_cidr = stored
         .pointer("/spec/podCIDR")
         .and_then(|v| v.as_str())

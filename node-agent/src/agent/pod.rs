@@ -56,13 +56,6 @@ pub fn log_path(context: &NodeContext, uid: &str, name: &str, restart: i32) -> P
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct PodRecord {
-    namespace: String,
-    name: String,
-    containers: BTreeMap<String, ContainerRecord>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct ContainerRecord {
     restart_count: i32,
     /// The instance last started (running, or exited and not yet handled).
@@ -70,6 +63,9 @@ struct ContainerRecord {
     last_termination: Option<TerminationRecord>,
     /// Set when the container has finished for good (not restarted).
     finished: Option<TerminationRecord>,
+    /// Failures in a row, for the back-off (reset after an instance ran 10 minutes).
+    #[serde(default)]
+    crash_loop: i32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,29 +91,38 @@ impl From<&TerminationRecord> for Termination {
     }
 }
 
-fn record_path(context: &NodeContext, uid: &str) -> PathBuf {
-    context.pods_dir().join(format!("{uid}.json"))
+/// `pods/<uid>/`: one record per container, each written before the runtime acts on what it
+/// says (a start, a removal), so that an agent killed at any moment finds the truth there.
+fn record_dir(context: &NodeContext, uid: &str) -> PathBuf {
+    context.pods_dir().join(uid)
 }
 
-fn load_record(context: &NodeContext, uid: &str) -> Option<PodRecord> {
-    let bytes = std::fs::read(record_path(context, uid)).ok()?;
+fn load_record(context: &NodeContext, uid: &str, container: &str) -> Option<ContainerRecord> {
+    let bytes = std::fs::read(record_dir(context, uid).join(format!("{container}.json"))).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
-fn save_record(context: &NodeContext, uid: &str, record: &PodRecord) {
-    let path = record_path(context, uid);
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(context.pods_dir())?;
+/// Writes a container's record durably (off the async threads).
+async fn save_record(
+    context: &Arc<NodeContext>,
+    uid: &str,
+    container: &str,
+    record: &ContainerRecord,
+) {
+    let dir = record_dir(context, uid);
+    let path = dir.join(format!("{container}.json"));
+    let bytes = serde_json::to_vec_pretty(record).expect("records serialise");
+    let written = blocking(move || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
         let tmp = path.with_extension("tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(record).expect("records serialise"),
-        )?;
+        std::fs::write(&tmp, bytes)?;
         std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    if let Err(e) = write() {
-        tracing::error!(pod = uid, "saving the pod record: {e}");
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })
+    .await;
+    if let Err(e) = written {
+        tracing::error!(pod = uid, container, "saving the container record: {e}");
     }
 }
 
@@ -231,16 +236,11 @@ async fn run(
         .clone()
         .unwrap_or_else(|| "Always".into());
 
-    let mut record = load_record(&context, &uid).unwrap_or(PodRecord {
-        namespace: key.0.clone(),
-        name: key.1.clone(),
-        containers: BTreeMap::new(),
-    });
     let mut slots: Vec<Slot> = spec
         .containers
         .iter()
         .map(|c| {
-            let record = record.containers.get(&c.name).cloned().unwrap_or_default();
+            let record = load_record(&context, &uid, &c.name).unwrap_or_default();
             let mut slot = Slot {
                 spec: c.clone(),
                 record,
@@ -305,11 +305,6 @@ async fn run(
             for slot in slots.iter_mut() {
                 tend(&context, &pod, &uid, &net, &restart_policy, slot).await;
             }
-            record.containers = slots
-                .iter()
-                .map(|s| (s.spec.name.clone(), s.record.clone()))
-                .collect();
-            save_record(&context, &uid, &record);
             publish_handle(&context, &key, &uid, &slots);
             report(&slots, Some(&net), &mut previous);
             tokio::select! {
@@ -322,7 +317,7 @@ async fn run(
     if let Err(e) = context.network.teardown_pod(&uid).await {
         tracing::warn!("pod network teardown: {e}");
     }
-    let _ = std::fs::remove_file(record_path(&context, &uid));
+    let _ = std::fs::remove_dir_all(record_dir(&context, &uid));
     let _ = std::fs::remove_dir_all(context.logs_dir().join(&uid));
     context.pods.lock().expect("pods lock").remove(&key);
     let _ = context.statuses.send((key, None));
@@ -358,6 +353,11 @@ async fn adopt(context: &Arc<NodeContext>, _uid: &str, slots: &mut [Slot]) {
         }
         let ctx = context.clone();
         let status = blocking(move || ctx.runtime.status(&id)).await;
+        if let Err(crate::runtime::RuntimeError::NotFound(_)) = status {
+            // The agent stopped between recording the start and making the container.
+            slot.record.current = None;
+            continue;
+        }
         // Running: taken over. Exited (or lost) while the agent was away: the next tick
         // sees that and applies the restart policy.
         slot.running_since = Some(match status {
@@ -420,7 +420,7 @@ async fn tend(
                     finished_at,
                     message,
                 };
-                exited(context, restart_policy, slot, termination).await;
+                exited(context, uid, restart_policy, slot, termination).await;
             }
             Ok(ContainerStatus::Unknown) | Err(_) => {
                 // Its shim and state are gone (a reboot, a hand-made cleanup): count it as a
@@ -433,7 +433,7 @@ async fn tend(
                     finished_at: jiff::Timestamp::now(),
                     message: Some("the container's state was lost".into()),
                 };
-                exited(context, restart_policy, slot, termination).await;
+                exited(context, uid, restart_policy, slot, termination).await;
             }
         }
         return;
@@ -447,6 +447,7 @@ async fn tend(
 /// a restart or finish.
 async fn exited(
     context: &Arc<NodeContext>,
+    uid: &str,
     restart_policy: &str,
     slot: &mut Slot,
     termination: TerminationRecord,
@@ -459,14 +460,17 @@ async fn exited(
     );
     slot.stop_probes();
     slot.running_since = None;
-    if let Some(id) = slot.record.current.clone() {
-        let ctx = context.clone();
-        if let Err(e) = blocking(move || ctx.runtime.remove(&id)).await {
-            tracing::warn!("removing an exited container: {e}");
-        }
+    // Kubernetes forgets a crash loop once an instance ran for 10 minutes.
+    let ran_long = termination
+        .started_at
+        .is_some_and(|s| termination.finished_at.duration_since(s).as_secs_f64() >= 600.0);
+    if ran_long {
+        slot.record.crash_loop = 0;
     }
-    if should_restart(restart_policy, termination.exit_code) {
-        let delay = backoff(slot.record.restart_count);
+    let restart = should_restart(restart_policy, termination.exit_code);
+    if restart {
+        let delay = backoff(slot.record.crash_loop);
+        slot.record.crash_loop += 1;
         slot.next_start = Instant::now() + delay;
         slot.waiting = Some(if delay.is_zero() {
             ("ContainerCreating".into(), None)
@@ -481,9 +485,21 @@ async fn exited(
             )
         });
         slot.record.last_termination = Some(termination);
-        slot.record.current = None;
     } else {
         slot.record.finished = Some(termination);
+    }
+    // Recorded before the instance goes: an agent killed in between finds the exit here,
+    // not a container that vanished.
+    save_record(context, uid, &slot.spec.name, &slot.record).await;
+    if let Some(id) = slot.record.current.clone() {
+        let ctx = context.clone();
+        if let Err(e) = blocking(move || ctx.runtime.remove(&id)).await {
+            tracing::warn!("removing an exited container: {e}");
+        }
+    }
+    if restart {
+        slot.record.current = None;
+        save_record(context, uid, &slot.spec.name, &slot.record).await;
     }
 }
 
@@ -552,10 +568,13 @@ async fn start(
         log_max_bytes: LOG_MAX_BYTES,
         log_max_files: LOG_MAX_FILES,
     };
-    let ctx = context.clone();
-    let started = blocking(move || ctx.runtime.start(request)).await;
+    // Recorded before the runtime acts: a restarted agent then adopts this instance (or
+    // learns it was never made) instead of starting a second one.
     slot.record.restart_count = restart;
     slot.record.current = Some(id.clone());
+    save_record(context, uid, &slot.spec.name, &slot.record).await;
+    let ctx = context.clone();
+    let started = blocking(move || ctx.runtime.start(request)).await;
     match started {
         Ok(ContainerStatus::Running { started_at, .. }) => {
             tracing::info!(container = %slot.spec.name, restart, "container started");
@@ -586,10 +605,14 @@ async fn start(
                 .as_ref()
                 .and_then(|s| s.restart_policy.clone())
                 .unwrap_or_else(|| "Always".into());
-            exited(context, &policy, slot, termination).await;
+            exited(context, uid, &policy, slot, termination).await;
         }
         Ok(ContainerStatus::Unknown) => {
             // The shim reported nothing yet: the next tick looks again.
+            slot.running_since = Some(jiff::Timestamp::now());
+        }
+        Err(crate::runtime::RuntimeError::AlreadyExists(_)) => {
+            // Made before an agent restart: look at it on the next tick.
             slot.running_since = Some(jiff::Timestamp::now());
         }
         Err(e) => {
@@ -767,12 +790,10 @@ pub async fn remove_orphans(context: &Arc<NodeContext>, desired: &HashMap<String
     }
     if let Ok(entries) = std::fs::read_dir(context.pods_dir()) {
         for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if let Some(uid) = name.strip_suffix(".json") {
-                if !desired.contains_key(uid) {
-                    let _ = std::fs::remove_file(entry.path());
-                    let _ = std::fs::remove_dir_all(context.logs_dir().join(uid));
-                }
+            let uid = entry.file_name().to_string_lossy().to_string();
+            if !desired.contains_key(&uid) {
+                let _ = std::fs::remove_dir_all(entry.path());
+                let _ = std::fs::remove_dir_all(context.logs_dir().join(&uid));
             }
         }
     }

@@ -12,8 +12,8 @@ pub fn should_restart(policy: &str, exit_code: i32) -> bool {
     }
 }
 
-/// How long to wait before restart number `restarts + 1`: at once the first time, then
-/// 10 s doubling up to 5 minutes (kubelet's CrashLoopBackOff).
+/// How long to wait before restarting after `restarts` failures in a row: at once the first
+/// time, then 10 s doubling up to 5 minutes (kubelet's CrashLoopBackOff).
 pub fn backoff(restarts: i32) -> Duration {
     if restarts <= 0 {
         return Duration::ZERO;

@@ -99,15 +99,19 @@ pub fn phase(containers: &[ContainerView], restart_policy: &str) -> &'static str
             _ => "Failed",
         };
     }
-    if running || !terminated.is_empty() {
-        // Some run (or wait for a restart) while others have finished.
-        if containers
+    // A container waiting to be restarted has run: the pod is past Pending (Kubernetes).
+    let restarting = containers
+        .iter()
+        .any(|c| matches!(c.state, ViewState::Waiting { .. }) && c.last_termination.is_some());
+    if running || restarting {
+        return "Running";
+    }
+    if !terminated.is_empty()
+        && containers
             .iter()
             .all(|c| !matches!(c.state, ViewState::Waiting { .. }))
-            || running
-        {
-            return "Running";
-        }
+    {
+        return "Running";
     }
     "Pending"
 }
@@ -242,6 +246,26 @@ mod tests {
         assert_eq!(phase(&[view(exited(1), false)], "OnFailure"), "Running");
         assert_eq!(phase(&[view(exited(0), false)], "OnFailure"), "Succeeded");
         assert_eq!(phase(&[view(exited(0), false)], "Always"), "Running");
+        let mut crash_looping = view(
+            ViewState::Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: None,
+            },
+            false,
+        );
+        assert_eq!(
+            phase(std::slice::from_ref(&crash_looping), "Always"),
+            "Pending"
+        );
+        crash_looping.last_termination = Some(Termination {
+            exit_code: 1,
+            signal: None,
+            oom_killed: false,
+            started_at: None,
+            finished_at: jiff::Timestamp::UNIX_EPOCH,
+            message: None,
+        });
+        assert_eq!(phase(&[crash_looping], "Always"), "Running");
     }
 
     #[test]
