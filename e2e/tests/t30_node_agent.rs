@@ -501,3 +501,49 @@ spec:
         format!("pod demo ip {ip} requests {}", n + 1)
     );
 }
+
+#[test]
+fn t95_an_abandoned_exec_session_ends_its_processes() {
+    let node = node();
+    node.apply(&pod_yaml("host", "exec sleep 3610", "", ""));
+    node.wait_running("host");
+    let mut session = node.cluster.network.hosts[0]
+        .command(&berth_e2e::cluster::berth_binary())
+        .args([
+            "--server",
+            &node.cluster.addr(0),
+            "exec",
+            "-i",
+            "host",
+            "--",
+            "sleep",
+            "3611",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The session's process, not the client (whose command line names it too).
+    let sleeping = || {
+        pids_with_cmdline("sleep 3611")
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.starts_with(b"sleep\0"))
+            })
+            .count()
+    };
+    assert!(eventually(Duration::from_secs(10), || sleeping() == 1));
+    // The client dies without closing anything cleanly.
+    let _ = session.kill();
+    let _ = session.wait();
+    assert!(
+        eventually(Duration::from_secs(10), || sleeping() == 0),
+        "the exec'd process outlived its session"
+    );
+    assert_eq!(
+        pids_with_cmdline("sleep 3610").len(),
+        1,
+        "the container itself lives on"
+    );
+}

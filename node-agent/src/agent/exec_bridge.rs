@@ -7,6 +7,7 @@ use super::NodeContext;
 use crate::runtime::ExecProcess;
 use berth_proto::pb::{self, exec_input::Input, exec_output::Output};
 use futures::Stream;
+use std::collections::HashMap;
 use std::io::Read;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +17,36 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 type Outputs = Pin<Box<dyn Stream<Item = Result<pb::ExecOutput, Status>> + Send>>;
+
+/// SIGKILLs `pid` and every process below it. The exec helper's command runs in the
+/// container as the helper's child; killing the helper alone would leave it running.
+fn kill_tree(pid: i32) {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces: split after ')'.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(child);
+        }
+    }
+    let mut stack = vec![pid];
+    while let Some(pid) = stack.pop() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        stack.extend(children.get(&pid).into_iter().flatten());
+    }
+}
 
 fn out(output: Output) -> Result<pb::ExecOutput, Status> {
     Ok(pb::ExecOutput {
@@ -108,6 +139,14 @@ pub async fn start(
             }
         }
     });
+    // The client went away (the response stream was dropped): end the session's processes,
+    // or an abandoned shell would live on in the container.
+    let helper = process.helper_pid() as i32;
+    let gone = tx.clone();
+    let watcher = tokio::spawn(async move {
+        gone.closed().await;
+        kill_tree(helper);
+    });
     tokio::spawn(async move {
         for reader in readers {
             let _ = reader.await;
@@ -117,6 +156,7 @@ pub async fn start(
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()));
         feeder.abort();
+        watcher.abort();
         let _ = match code {
             Ok(code) => tx.send(out(Output::ExitCode(code))).await,
             Err(e) => tx.send(Err(Status::internal(e))).await,
@@ -162,11 +202,9 @@ pub fn run_to_end(
             break code;
         }
         if Instant::now() >= deadline {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(process.helper_pid() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            kill_tree(process.helper_pid() as i32);
             let _ = process.wait();
+            // The drains end by themselves once the killed processes' pipes close.
             return Err(format!("timed out after {timeout:?}"));
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -16,7 +16,7 @@ use crate::runtime::spec::{ImageConfig, SpecInput};
 use crate::runtime::{ContainerStatus, StartRequest};
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,8 +32,8 @@ const TICK: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone, Default)]
 pub struct PodHandle {
     pub uid: String,
-    /// Container name → (restart count, the running instance's id).
-    pub containers: BTreeMap<String, (i32, Option<String>)>,
+    /// In the pod's order: container name, restart count, the running instance's id.
+    pub containers: Vec<(String, i32, Option<String>)>,
 }
 
 /// The instance id of a container: `<pod uid>_<name>_<restart count>` (neither uids nor
@@ -319,7 +319,13 @@ async fn run(
     }
     let _ = std::fs::remove_dir_all(record_dir(&context, &uid));
     let _ = std::fs::remove_dir_all(context.logs_dir().join(&uid));
-    context.pods.lock().expect("pods lock").remove(&key);
+    {
+        // A new pod of the same name may already run here: remove only this one's handle.
+        let mut pods = context.pods.lock().expect("pods lock");
+        if pods.get(&key).is_some_and(|h| h.uid == uid) {
+            pods.remove(&key);
+        }
+    }
     let _ = context.statuses.send((key, None));
     tracing::info!("pod removed from the node");
 }
@@ -331,7 +337,7 @@ fn publish_handle(context: &NodeContext, key: &(String, String), uid: &str, slot
             .iter()
             .map(|s| {
                 let running = s.running_since.and(s.record.current.clone());
-                (s.spec.name.clone(), (s.record.restart_count, running))
+                (s.spec.name.clone(), s.record.restart_count, running)
             })
             .collect(),
     };
@@ -503,6 +509,19 @@ async fn exited(
     }
 }
 
+/// Keeps the logs of this instance and the previous one (`berth logs --previous`); older
+/// instances' logs go, or a crash loop would fill the disk.
+fn prune_logs(log_path: &std::path::Path, restart: i32) {
+    let Some(dir) = log_path.parent() else { return };
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let instance = name.split('.').next().and_then(|n| n.parse::<i32>().ok());
+        if instance.is_some_and(|n| n < restart - 1) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// The root filesystem of an image (until images are stored: a directory per image name).
 fn image_root(context: &NodeContext, image: &str) -> Result<PathBuf, String> {
     let without_digest = image.split('@').next().unwrap_or(image);
@@ -557,6 +576,7 @@ async fn start(
     };
     let id = instance_id(uid, &slot.spec.name, restart);
     let log_path = log_path(context, uid, &slot.spec.name, restart);
+    prune_logs(&log_path, restart);
     if let Some(dir) = log_path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }

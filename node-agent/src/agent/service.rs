@@ -32,16 +32,19 @@ impl AgentService {
             .ok_or_else(|| {
                 Status::not_found(format!("pod {namespace}/{pod} is not on this node"))
             })?;
-        let (name, (restarts, id)) = if container.is_empty() {
+        let (name, restarts, id) = if container.is_empty() {
+            handle
+                .containers
+                .first()
+                .ok_or_else(|| Status::not_found(format!("pod {pod} has no containers")))?
+        } else {
             handle
                 .containers
                 .iter()
-                .next()
-                .ok_or_else(|| Status::not_found(format!("pod {pod} has no containers")))?
-        } else {
-            handle.containers.get_key_value(container).ok_or_else(|| {
-                Status::not_found(format!("container {container} is not in pod {pod}"))
-            })?
+                .find(|(name, _, _)| name == container)
+                .ok_or_else(|| {
+                    Status::not_found(format!("container {container} is not in pod {pod}"))
+                })?
         };
         Ok((handle.uid.clone(), name.clone(), *restarts, id.clone()))
     }
