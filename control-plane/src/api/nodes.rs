@@ -86,6 +86,7 @@ impl ApiService {
                     key,
                     status,
                     resource_version: Some(update.resource_version).filter(|v| *v != 0),
+                    uid: Some(update.uid).filter(|u| !u.is_empty()),
                 })
             });
             match parsed {

@@ -33,6 +33,9 @@ pub enum Command {
         status: Value,
         /// Only if the object is still this version.
         resource_version: Option<u64>,
+        /// Only if the object is still this one, not a namesake made since.
+        #[serde(default)]
+        uid: Option<String>,
     },
     /// Several commands proposed together (one Raft entry, one fsync), applied in order, each
     /// with its own result.
@@ -130,11 +133,17 @@ pub fn decide_update_status(
     existing: Option<&Value>,
     status: Value,
     expected: Option<u64>,
+    uid: Option<&str>,
     revision: u64,
 ) -> Result<Option<Value>, StoreError> {
     let Some(existing) = existing else {
         return Err(StoreError::NotFound { key: key.clone() });
     };
+    // The object reported on was deleted and a namesake created: for the reporter, it is gone.
+    if uid.is_some_and(|uid| existing.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid))
+    {
+        return Err(StoreError::NotFound { key: key.clone() });
+    }
     let actual = resource_version(existing);
     if let Some(expected) = expected.filter(|e| *e != actual) {
         return Err(StoreError::Conflict {
@@ -403,24 +412,39 @@ mod tests {
     fn status_update_replaces_status_only() {
         let key = ObjectKey::new(Kind::Pod, "default", "p");
         let pod = json!({"kind": "Pod", "metadata": {"name": "p", "resourceVersion": "4", "generation": 1}, "spec": {"nodeName": "n1"}});
-        let updated = decide_update_status(&key, Some(&pod), json!({"phase": "Running"}), None, 5)
-            .unwrap()
-            .unwrap();
+        let updated =
+            decide_update_status(&key, Some(&pod), json!({"phase": "Running"}), None, None, 5)
+                .unwrap()
+                .unwrap();
         assert_eq!(updated["status"]["phase"], "Running");
         assert_eq!(updated["spec"], pod["spec"]);
         assert_eq!(updated["metadata"]["resourceVersion"], "5");
         assert_eq!(updated["metadata"]["generation"], 1);
         // The same status again writes nothing; a stale version conflicts; a missing object is not found.
         assert_eq!(
-            decide_update_status(&key, Some(&updated), json!({"phase": "Running"}), None, 6),
+            decide_update_status(
+                &key,
+                Some(&updated),
+                json!({"phase": "Running"}),
+                None,
+                None,
+                6
+            ),
             Ok(None)
         );
         assert!(matches!(
-            decide_update_status(&key, Some(&updated), json!({}), Some(4), 6),
+            decide_update_status(&key, Some(&updated), json!({}), Some(4), None, 6),
             Err(StoreError::Conflict { .. })
         ));
         assert!(matches!(
-            decide_update_status(&key, None, json!({}), None, 6),
+            decide_update_status(&key, None, json!({}), None, None, 6),
+            Err(StoreError::NotFound { .. })
+        ));
+        // A namesake (another uid) is not the object the status was for.
+        let pod =
+            json!({"kind": "Pod", "metadata": {"name": "p", "uid": "new", "resourceVersion": "7"}});
+        assert!(matches!(
+            decide_update_status(&key, Some(&pod), json!({}), None, Some("old"), 8),
             Err(StoreError::NotFound { .. })
         ));
     }

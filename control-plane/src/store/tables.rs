@@ -247,7 +247,8 @@ impl<'t> Writer<'t> {
                 key,
                 status,
                 resource_version,
-            } => self.update_status(key, status.clone(), *resource_version)?,
+                uid,
+            } => self.update_status(key, status.clone(), *resource_version, uid.as_deref())?,
             Command::Batch(commands) => {
                 let results = commands
                     .iter()
@@ -264,6 +265,7 @@ impl<'t> Writer<'t> {
         key: &ObjectKey,
         status: Value,
         expected: Option<u64>,
+        uid: Option<&str>,
     ) -> Result<Decided, redb::Error> {
         let existing = self.read(key)?;
         let decided = apply::decide_update_status(
@@ -271,6 +273,7 @@ impl<'t> Writer<'t> {
             existing.as_ref(),
             status,
             expected,
+            uid,
             self.revision + 1,
         );
         Ok(match decided {

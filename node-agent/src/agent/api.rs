@@ -150,7 +150,10 @@ impl ApiConnection {
         status: Value,
     ) -> Result<(), String> {
         let errors = self
-            .update_statuses(kind, vec![(namespace.into(), name.into(), status)])
+            .update_statuses(
+                kind,
+                vec![(namespace.into(), name.into(), String::new(), status)],
+            )
             .await?;
         match errors.into_iter().next().flatten() {
             Some(error) => Err(error),
@@ -158,15 +161,16 @@ impl ApiConnection {
         }
     }
 
-    /// One error (or `None`) per update, in order.
+    /// One error (or `None`) per update `(namespace, name, uid or "", status)`, in order.
     pub async fn update_statuses(
         &mut self,
         kind: &str,
-        updates: Vec<(String, String, Value)>,
+        updates: Vec<(String, String, String, Value)>,
     ) -> Result<Vec<Option<String>>, String> {
         let updates: Vec<pb::StatusUpdate> = updates
             .into_iter()
-            .map(|(namespace, name, status)| pb::StatusUpdate {
+            .map(|(namespace, name, uid, status)| pb::StatusUpdate {
+                uid,
                 object: Some(pb::ObjectRef {
                     kind: kind.into(),
                     namespace,

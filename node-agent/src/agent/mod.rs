@@ -231,17 +231,18 @@ async fn heartbeat(mut api: ApiConnection, node: String) {
     }
 }
 
-/// A pod's latest status, or `None`: the pod is gone, forget what was sent for it.
+/// A pod's (namespace, name, uid) and latest status, or `None`: the pod is gone, forget
+/// what was sent for it.
 pub type StatusReport = (
-    (String, String),
+    (String, String, String),
     Option<k8s_openapi::api::core::v1::PodStatus>,
 );
 
 /// Sends pod statuses in batches: whatever changed since the last batch, latest only.
 async fn report_statuses(mut api: ApiConnection, mut queue: mpsc::UnboundedReceiver<StatusReport>) {
-    let mut sent: HashMap<(String, String), serde_json::Value> = HashMap::new();
+    let mut sent: HashMap<(String, String, String), serde_json::Value> = HashMap::new();
     while let Some(first) = queue.recv().await {
-        let mut batch: HashMap<(String, String), serde_json::Value> = HashMap::new();
+        let mut batch: HashMap<(String, String, String), serde_json::Value> = HashMap::new();
         let mut add = |(key, status): StatusReport| match status {
             Some(status) => {
                 batch.insert(
@@ -264,9 +265,11 @@ async fn report_statuses(mut api: ApiConnection, mut queue: mpsc::UnboundedRecei
         if batch.is_empty() {
             continue;
         }
-        let updates: Vec<(String, String, serde_json::Value)> = batch
+        let updates: Vec<(String, String, String, serde_json::Value)> = batch
             .iter()
-            .map(|((ns, name), status)| (ns.clone(), name.clone(), status.clone()))
+            .map(|((ns, name, uid), status)| {
+                (ns.clone(), name.clone(), uid.clone(), status.clone())
+            })
             .collect();
         match api.update_statuses("Pod", updates).await {
             Ok(errors) => {

@@ -269,7 +269,9 @@ async fn run(
             jiff::Timestamp::now(),
         );
         *previous = status.clone();
-        let _ = context.statuses.send((key.clone(), Some(status)));
+        let _ = context
+            .statuses
+            .send(((key.0.clone(), key.1.clone(), uid.clone()), Some(status)));
     };
 
     // The pod's network namespace first: every container joins it.
@@ -326,7 +328,7 @@ async fn run(
             pods.remove(&key);
         }
     }
-    let _ = context.statuses.send((key, None));
+    let _ = context.statuses.send(((key.0, key.1, uid), None));
     tracing::info!("pod removed from the node");
 }
 
