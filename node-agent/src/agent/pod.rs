@@ -66,6 +66,9 @@ struct ContainerRecord {
     /// Failures in a row, for the back-off (reset after an instance ran 10 minutes).
     #[serde(default)]
     crash_loop: i32,
+    /// Exited instances whose removal failed: retried until they are gone.
+    #[serde(default)]
+    to_remove: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -387,6 +390,7 @@ async fn tend(
     restart_policy: &str,
     slot: &mut Slot,
 ) {
+    retry_removals(context, uid, slot).await;
     if slot.record.finished.is_some() {
         return;
     }
@@ -451,6 +455,25 @@ async fn tend(
     }
 }
 
+/// Removes exited instances an earlier attempt failed to remove (a busy mount, say).
+async fn retry_removals(context: &Arc<NodeContext>, uid: &str, slot: &mut Slot) {
+    if slot.record.to_remove.is_empty() {
+        return;
+    }
+    let ctx = context.clone();
+    let ids = slot.record.to_remove.clone();
+    let left: Vec<String> = blocking(move || {
+        ids.into_iter()
+            .filter(|id| ctx.runtime.remove(id).is_err())
+            .collect()
+    })
+    .await;
+    if left != slot.record.to_remove {
+        slot.record.to_remove = left;
+        save_record(context, uid, &slot.spec.name, &slot.record).await;
+    }
+}
+
 /// A container's instance ended: record it, remove the instance (its log stays), and plan
 /// a restart or finish.
 async fn exited(
@@ -501,8 +524,11 @@ async fn exited(
     save_record(context, uid, &slot.spec.name, &slot.record).await;
     if let Some(id) = slot.record.current.clone() {
         let ctx = context.clone();
-        if let Err(e) = blocking(move || ctx.runtime.remove(&id)).await {
-            tracing::warn!("removing an exited container: {e}");
+        let removing = id.clone();
+        if let Err(e) = blocking(move || ctx.runtime.remove(&removing)).await {
+            tracing::warn!("removing an exited container: {e}; will retry");
+            slot.record.to_remove.push(id);
+            save_record(context, uid, &slot.spec.name, &slot.record).await;
         }
     }
     if restart {
@@ -788,6 +814,15 @@ async fn terminate(context: &Arc<NodeContext>, pod: &Pod, _uid: &str, slots: &mu
         }
     });
     futures::future::join_all(stops).await;
+    // What earlier removals left behind goes with the pod.
+    for slot in slots.iter() {
+        for id in slot.record.to_remove.clone() {
+            let ctx = context.clone();
+            if let Err(e) = blocking(move || ctx.runtime.remove(&id)).await {
+                tracing::warn!("removing a container: {e}");
+            }
+        }
+    }
 }
 
 /// After an agent restart: containers, networks and records of pods no longer bound here.
