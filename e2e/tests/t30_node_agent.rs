@@ -547,3 +547,26 @@ fn t95_an_abandoned_exec_session_ends_its_processes() {
         "the container itself lives on"
     );
 }
+
+#[test]
+fn t97_a_new_image_replaces_the_container() {
+    let node = node();
+    // A second image: the same root filesystem under another name.
+    std::os::unix::fs::symlink(node.images.join("busybox"), node.images.join("busybox2")).unwrap();
+    node.apply(&pod_yaml("upd", "exec sleep 3612", "", ""));
+    node.wait_running("upd");
+    node.apply(
+        &pod_yaml("upd", "exec sleep 3612", "", "").replace("image: busybox", "image: busybox2"),
+    );
+    let pod = node.wait_for("upd", "the new image running", |p| {
+        p["status"]["containerStatuses"][0]["image"] == "busybox2"
+            && restart_count(p) == 1
+            && p["status"]["containerStatuses"][0]["state"]["running"].is_object()
+    });
+    // Replaced, not crashed: the old instance ended by SIGKILL and no back-off followed.
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+        137
+    );
+    assert_eq!(pids_with_cmdline("sleep 3612").len(), 1);
+}

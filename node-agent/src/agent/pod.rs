@@ -166,6 +166,9 @@ struct Slot {
     probe_results: Option<mpsc::Receiver<(ProbeKind, ProbeResult)>>,
     ready: bool,
     started: bool,
+    /// Its spec changed (a new image): the running instance is being replaced, and starts
+    /// again whatever the restart policy.
+    replacing: bool,
 }
 
 impl Slot {
@@ -230,7 +233,7 @@ async fn run(
     mut pod_rx: watch::Receiver<Pod>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let pod = pod_rx.borrow_and_update().clone();
+    let mut pod = pod_rx.borrow_and_update().clone();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let key = pod_key(&pod);
     let spec = pod.spec.clone().unwrap_or_default();
@@ -254,6 +257,7 @@ async fn run(
                 probe_results: None,
                 ready: false,
                 started: false,
+                replacing: false,
             };
             slot.started = !slot.has_probe(ProbeKind::Startup);
             slot
@@ -306,7 +310,10 @@ async fn run(
             if *stop.borrow() {
                 break;
             }
-            let _ = pod_rx.borrow_and_update();
+            if pod_rx.has_changed().unwrap_or(false) {
+                pod = pod_rx.borrow_and_update().clone();
+                replace_changed_containers(&context, &pod, &mut slots).await;
+            }
             for slot in slots.iter_mut() {
                 tend(&context, &pod, &uid, &net, &restart_policy, slot).await;
             }
@@ -455,6 +462,30 @@ async fn tend(
     }
 }
 
+/// A pod's containers can change only their image (as in Kubernetes): a container whose
+/// image changed is killed and started again from the new one.
+async fn replace_changed_containers(context: &Arc<NodeContext>, pod: &Pod, slots: &mut [Slot]) {
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.clone())
+        .unwrap_or_default();
+    for slot in slots.iter_mut() {
+        let Some(new) = containers.iter().find(|c| c.name == slot.spec.name) else {
+            continue;
+        };
+        if new.image == slot.spec.image {
+            continue;
+        }
+        tracing::info!(container = %slot.spec.name, image = ?new.image, "image changed: replacing the container");
+        slot.spec = new.clone();
+        if let (Some(_), Some(id)) = (slot.running_since, slot.record.current.clone()) {
+            slot.replacing = true;
+            kill(context, &id).await;
+        }
+    }
+}
+
 /// Removes exited instances an earlier attempt failed to remove (a busy mount, say).
 async fn retry_removals(context: &Arc<NodeContext>, uid: &str, slot: &mut Slot) {
     if slot.record.to_remove.is_empty() {
@@ -498,10 +529,16 @@ async fn exited(
     if ran_long {
         slot.record.crash_loop = 0;
     }
-    let restart = should_restart(restart_policy, termination.exit_code);
+    // Replaced for a new image: not a failure, no back-off.
+    let replaced = std::mem::take(&mut slot.replacing);
+    let restart = replaced || should_restart(restart_policy, termination.exit_code);
     if restart {
-        let delay = backoff(slot.record.crash_loop);
-        slot.record.crash_loop += 1;
+        let delay = if replaced {
+            std::time::Duration::ZERO
+        } else {
+            slot.record.crash_loop += 1;
+            backoff(slot.record.crash_loop - 1)
+        };
         slot.next_start = Instant::now() + delay;
         slot.waiting = Some(if delay.is_zero() {
             ("ContainerCreating".into(), None)
