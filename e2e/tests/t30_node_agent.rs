@@ -70,16 +70,21 @@ impl Node {
     }
 
     fn exec_with(&self, flags: &[&str], pod: &str, command: &[&str]) -> berth_e2e::Run {
-        let output = self.cluster.network.hosts[0]
-            .command(&berth_e2e::cluster::berth_binary())
-            .args(["--server", &self.cluster.addr(0), "exec"])
-            .args(flags)
-            .args([pod, "--"])
-            .args(command)
+        let output = self
+            .exec_command(flags, pod, command)
             .stdin(std::process::Stdio::null())
             .output()
             .expect("run berth exec");
         berth_e2e::Run(output)
+    }
+
+    fn exec_command(&self, flags: &[&str], pod: &str, command: &[&str]) -> std::process::Command {
+        let mut exec = self.cluster.network.hosts[0].command(&berth_e2e::cluster::berth_binary());
+        exec.args(["--server", &self.cluster.addr(0), "exec"])
+            .args(flags)
+            .args([pod, "--"])
+            .args(command);
+        exec
     }
 }
 
@@ -153,17 +158,8 @@ fn t10_a_pod_runs_isolated() {
     let tty = node.exec_with(&["-t"], "iso", &["tty"]).ok().stdout();
     assert!(tty.contains("/dev/pts/"), "{tty:?}");
     // -i passes stdin through.
-    let mut cat = node.cluster.network.hosts[0]
-        .command(&berth_e2e::cluster::berth_binary())
-        .args([
-            "--server",
-            &node.cluster.addr(0),
-            "exec",
-            "-i",
-            "iso",
-            "--",
-            "cat",
-        ])
+    let mut cat = node
+        .exec_command(&["-i"], "iso", &["cat"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -507,18 +503,8 @@ fn t95_an_abandoned_exec_session_ends_its_processes() {
     let node = node();
     node.apply(&pod_yaml("host", "exec sleep 3610", "", ""));
     node.wait_running("host");
-    let mut session = node.cluster.network.hosts[0]
-        .command(&berth_e2e::cluster::berth_binary())
-        .args([
-            "--server",
-            &node.cluster.addr(0),
-            "exec",
-            "-i",
-            "host",
-            "--",
-            "sleep",
-            "3611",
-        ])
+    let mut session = node
+        .exec_command(&["-i"], "host", &["sleep", "3611"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()

@@ -24,5 +24,20 @@ pub mod pb {
     tonic::include_proto!("berth.v1");
 }
 
+impl pb::ExecInput {
+    /// What the first message of an exec stream must be: the command to start.
+    pub fn into_start(self) -> Result<pb::ExecStart, tonic::Status> {
+        match self.input {
+            Some(pb::exec_input::Input::Start(start)) if !start.command.is_empty() => Ok(start),
+            Some(pb::exec_input::Input::Start(_)) => {
+                Err(tonic::Status::invalid_argument("exec: no command given"))
+            }
+            _ => Err(tonic::Status::invalid_argument(
+                "exec: the first message must name the command",
+            )),
+        }
+    }
+}
+
 /// berth's version, as `berth version` and the Cluster RPC report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

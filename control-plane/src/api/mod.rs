@@ -249,11 +249,7 @@ impl Api for ApiService {
             .next()
             .await
             .ok_or_else(|| Status::invalid_argument("exec: no start message"))??;
-        let Some(pb::exec_input::Input::Start(start)) = &first.input else {
-            return Err(Status::invalid_argument(
-                "exec: the first message must name the command",
-            ));
-        };
+        let start = first.clone().into_start()?;
         let mut agent = self.agent_of(&start.namespace, &start.pod).await?;
         let rest = input
             .take_while(|m| futures::future::ready(m.is_ok()))

@@ -81,6 +81,30 @@ struct TerminationRecord {
     message: Option<String>,
 }
 
+impl TerminationRecord {
+    /// The end of an instance, if the runtime says it ended.
+    fn of(status: &ContainerStatus) -> Option<TerminationRecord> {
+        match status {
+            ContainerStatus::Exited {
+                exit_code,
+                signal,
+                oom_killed,
+                started_at,
+                finished_at,
+                message,
+            } => Some(TerminationRecord {
+                exit_code: *exit_code,
+                signal: *signal,
+                oom_killed: *oom_killed,
+                started_at: *started_at,
+                finished_at: *finished_at,
+                message: message.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 impl From<&TerminationRecord> for Termination {
     fn from(t: &TerminationRecord) -> Self {
         Termination {
@@ -423,22 +447,9 @@ async fn tend(
                 }
                 return;
             }
-            Ok(ContainerStatus::Exited {
-                exit_code,
-                signal,
-                oom_killed,
-                started_at,
-                finished_at,
-                message,
-            }) => {
-                let termination = TerminationRecord {
-                    exit_code,
-                    signal,
-                    oom_killed,
-                    started_at: started_at.or(slot.running_since),
-                    finished_at,
-                    message,
-                };
+            Ok(status @ ContainerStatus::Exited { .. }) => {
+                let mut termination = TerminationRecord::of(&status).expect("exited");
+                termination.started_at = termination.started_at.or(slot.running_since);
                 exited(context, uid, restart_policy, slot, termination).await;
             }
             Ok(ContainerStatus::Unknown) | Err(_) => {
@@ -458,7 +469,7 @@ async fn tend(
         return;
     }
     if Instant::now() >= slot.next_start {
-        start(context, pod, uid, net, slot).await;
+        start(context, pod, uid, net, restart_policy, slot).await;
     }
 }
 
@@ -608,6 +619,7 @@ async fn start(
     pod: &Pod,
     uid: &str,
     net: &PodNetworkInfo,
+    restart_policy: &str,
     slot: &mut Slot,
 ) {
     // The first instance is 0; each restart takes the next number.
@@ -666,31 +678,12 @@ async fn start(
             slot.running_since = Some(started_at);
             slot.waiting = None;
         }
-        Ok(ContainerStatus::Exited {
-            exit_code,
-            signal,
-            oom_killed,
-            started_at,
-            finished_at,
-            message,
-        }) => {
-            if let Some(message) = &message {
+        Ok(status @ ContainerStatus::Exited { .. }) => {
+            let termination = TerminationRecord::of(&status).expect("exited");
+            if let Some(message) = &termination.message {
                 tracing::warn!(container = %slot.spec.name, "could not start: {message}");
             }
-            let termination = TerminationRecord {
-                exit_code,
-                signal,
-                oom_killed,
-                started_at,
-                finished_at,
-                message,
-            };
-            let policy = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.restart_policy.clone())
-                .unwrap_or_else(|| "Always".into());
-            exited(context, uid, &policy, slot, termination).await;
+            exited(context, uid, restart_policy, slot, termination).await;
         }
         Ok(ContainerStatus::Unknown) => {
             // The shim reported nothing yet: the next tick looks again.

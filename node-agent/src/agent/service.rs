@@ -142,14 +142,7 @@ impl Agent for AgentService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("exec: no start message"))?;
-        let Some(pb::exec_input::Input::Start(start)) = first.input else {
-            return Err(Status::invalid_argument(
-                "exec: the first message must name the command",
-            ));
-        };
-        if start.command.is_empty() {
-            return Err(Status::invalid_argument("exec: no command given"));
-        }
+        let start = first.into_start()?;
         let (_, name, _, running) =
             self.container(&start.namespace, &start.pod, &start.container)?;
         let id = running.ok_or_else(|| {
