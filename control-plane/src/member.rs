@@ -1,7 +1,11 @@
 //! One control-plane member: its data directory, its Raft node and its gRPC server.
 //!
-//! The data directory holds `member.json` (who this member is) and `berth.redb` (Raft log,
-//! vote, state machine, snapshot: one file, fsync'd on every log append).
+//! The data directory holds `member.json` (who this member is), `berth.redb` (Raft log,
+//! vote, state machine, snapshot: one file, fsync'd on every log append) and `registry/`
+//! (the registry's blobs and uploads in progress).
+//!
+//! One listener serves everything: the gRPC services (API, Raft, registry blobs between
+//! members) over HTTP/2 and the registry's HTTP API (`/v2/...`) over HTTP/1.1 or HTTP/2.
 
 use crate::api::ApiService;
 use crate::raft::log_store::LogStore;
@@ -9,6 +13,7 @@ use crate::raft::network::NetworkFactory;
 use crate::raft::service::RaftService;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{BerthRaft, MemberId};
+use crate::registry::{Registry, RegistryParts};
 use crate::store::{Command, ObjectStore, WatchHub};
 use berth_proto::pb::api_server::ApiServer;
 use berth_proto::pb::raft_server::RaftServer;
@@ -121,6 +126,7 @@ impl Departure {
 
 const IDENTITY_FILE: &str = "member.json";
 const STORE_FILE: &str = "berth.redb";
+const REGISTRY_DIR: &str = "registry";
 
 pub struct Member {
     pub id: MemberId,
@@ -211,6 +217,19 @@ impl Member {
         };
         let leader_link = crate::raft::leader::LeaderLink::default();
         let proposer = crate::raft::proposer::Proposer::start(raft.clone(), leader_link.clone());
+        let registry_dir = dir.join(REGISTRY_DIR);
+        let registry = Registry::open(
+            &registry_dir,
+            RegistryParts {
+                id,
+                raft: raft.clone(),
+                barrier: barrier.clone(),
+                leader: leader_link.clone(),
+                proposer: proposer.clone(),
+                store: store.clone(),
+            },
+        )
+        .map_err(|e| data_dir_error(&registry_dir, e))?;
         let api = ApiService::new(
             raft.clone(),
             barrier.clone(),
@@ -222,9 +241,14 @@ impl Member {
         );
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let incoming = berth_proto::transport::incoming(listener);
+        // The registry's routes (`/v2/...`) and the gRPC services (`/berth.v1.*/...`) share
+        // the router: paths never overlap.
+        let routes = tonic::service::Routes::from(registry.router())
+            .add_service(registry.blob_service())
+            .add_service(ApiServer::new(api).max_decoding_message_size(16 << 20));
         let server = tokio::spawn(
             berth_proto::transport::server()
-                .add_service(ApiServer::new(api).max_decoding_message_size(16 << 20))
+                .add_routes(routes)
                 .add_service(
                     RaftServer::new(RaftService::new(
                         raft.clone(),

@@ -160,6 +160,39 @@ impl ContentStore {
         Ok((digest, written))
     }
 
+    /// Move the finished file at `path` into the store as blob `expected`, if its content
+    /// hashes to that digest; otherwise remove the file and store nothing. The file must be
+    /// on the store's filesystem (it is renamed, not copied): a registry's upload, written
+    /// over several requests, becomes a blob without a second copy. Returns the blob size.
+    pub fn adopt(&self, path: &Path, expected: &Digest) -> Result<u64> {
+        let final_path = self.blob_path(expected)?;
+        let hashed = File::open(path).and_then(|mut file| {
+            let mut sink = HashingWriter {
+                inner: io::sink(),
+                hasher: Sha256::new(),
+                written: 0,
+            };
+            io::copy(&mut file, &mut sink)?;
+            Ok((digest_from_hasher(sink.hasher), sink.written))
+        });
+        let (actual, written) = match hashed {
+            Ok(hashed) => hashed,
+            Err(e) => {
+                let _ = fs::remove_file(path);
+                return Err(e).ctx(|| format!("read {}", path.display()));
+            }
+        };
+        if actual != *expected {
+            let _ = fs::remove_file(path);
+            return Err(ImageError::DigestMismatch {
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        self.commit(path, &final_path)?;
+        Ok(written)
+    }
+
     fn write_temp(&self, mut reader: impl Read) -> Result<(PathBuf, Digest, u64)> {
         let tmp_path = self.tmp.join(unique_name("blob"));
         let file = OpenOptions::new()
@@ -372,6 +405,24 @@ mod tests {
         assert!(!store.has(&want));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn adopt_moves_only_matching_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let upload = dir.path().join("upload");
+        fs::write(&upload, b"layer").unwrap();
+        let err = store.adopt(&upload, &digest_of(b"other")).unwrap_err();
+        assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+        assert!(!upload.exists(), "a mismatching upload is removed");
+        assert!(store.list().unwrap().is_empty());
+
+        fs::write(&upload, b"layer").unwrap();
+        let digest = digest_of(b"layer");
+        assert_eq!(store.adopt(&upload, &digest).unwrap(), 5);
+        assert!(!upload.exists());
+        assert_eq!(store.read_all(&digest, 100).unwrap(), b"layer");
     }
 
     #[test]

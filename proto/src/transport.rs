@@ -22,6 +22,10 @@ pub enum TransportError {
 /// A server builder with berth's settings.
 pub fn server() -> Server {
     Server::builder()
+        // The control plane serves its registry (OCI distribution API) on the gRPC port, and
+        // registry clients (skopeo, docker) speak HTTP/1.1. gRPC clients still get HTTP/2:
+        // the connection's preface tells the two apart.
+        .accept_http1(true)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
@@ -79,4 +83,23 @@ pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
         current = next;
     }
     current.to_string()
+}
+
+/// An HTTP/1.1 client for the registry API every member serves on its API address (plain
+/// HTTP until mutual TLS lands here): TCP_NODELAY, a short connect timeout, and a pool that
+/// keeps a few idle connections per member so a pull's many blob requests reuse them. `B` is
+/// the request body type (the registry client streams blobs through its own).
+pub fn http_client<B>(
+) -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, B>
+where
+    B: http_body::Body + Send,
+    B::Data: Send,
+{
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(3)));
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(8)
+        .build(connector)
 }

@@ -12,9 +12,9 @@ pub fn store_status(error: StoreError) -> Status {
     let message = error.to_string();
     match error {
         StoreError::Conflict { .. } | StoreError::Gone { .. } => Status::aborted(message),
-        StoreError::NotFound { .. } | StoreError::NamespaceNotFound { .. } => {
-            Status::not_found(message)
-        }
+        StoreError::NotFound { .. }
+        | StoreError::NamespaceNotFound { .. }
+        | StoreError::ManifestUnknown { .. } => Status::not_found(message),
         StoreError::Invalid(_) => Status::invalid_argument(message),
     }
 }

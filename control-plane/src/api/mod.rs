@@ -9,7 +9,7 @@ pub mod nodes;
 mod watch;
 
 use crate::membership;
-use crate::raft::leader::{LeaderLink, ReadBarrier, ReadIndexError};
+use crate::raft::leader::{LeaderLink, ReadBarrier};
 use crate::raft::proposer::Proposer;
 use crate::raft::BerthRaft;
 use crate::store::{apply, Command, CommandResult, ObjectStore, Outcome, WatchHub};
@@ -65,36 +65,12 @@ impl ApiService {
         self.proposer.propose(command).await
     }
 
-    /// Makes the next local read linearizable: confirms leadership, or on a follower waits
-    /// until it has applied the leader's read index.
+    /// Makes the next local read linearizable (see [`crate::raft::leader::linearize`]).
     async fn linearize(&self, stale_ok: bool) -> Result<(), Status> {
         if stale_ok {
             return Ok(());
         }
-        match self.barrier.read_index(&self.raft).await {
-            Ok(index) => self.wait_applied(index).await,
-            Err(ReadIndexError::NotLeader(Some(leader))) => {
-                self.wait_applied(self.leader.read_index(&leader.addr).await?)
-                    .await
-            }
-            Err(ReadIndexError::NotLeader(None)) => {
-                Err(Status::unavailable("no leader elected yet; retry shortly"))
-            }
-            Err(ReadIndexError::Failed(message)) => Err(Status::unavailable(message)),
-        }
-    }
-
-    async fn wait_applied(&self, index: u64) -> Result<(), Status> {
-        self.raft
-            .wait(Some(std::time::Duration::from_secs(5)))
-            .applied_index_at_least(Some(index), "read index")
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                Status::unavailable(format!(
-                    "this member is not catching up with the leader: {e}"
-                ))
-            })
+        crate::raft::leader::linearize(&self.raft, &self.barrier, &self.leader).await
     }
 
     /// The leader's API, or `None` if this member leads. Membership changes run on the leader.

@@ -96,3 +96,30 @@ impl ReadBarrier {
         }
     }
 }
+
+/// Makes the next local read linearizable: confirms this member leads, or on a follower
+/// waits until it has applied the leader's read index. Used by the API's reads and the
+/// registry's.
+pub async fn linearize(
+    raft: &BerthRaft,
+    barrier: &ReadBarrier,
+    leader: &LeaderLink,
+) -> Result<(), Status> {
+    let index = match barrier.read_index(raft).await {
+        Ok(index) => index,
+        Err(ReadIndexError::NotLeader(Some(node))) => leader.read_index(&node.addr).await?,
+        Err(ReadIndexError::NotLeader(None)) => {
+            return Err(Status::unavailable("no leader elected yet; retry shortly"))
+        }
+        Err(ReadIndexError::Failed(message)) => return Err(Status::unavailable(message)),
+    };
+    raft.wait(Some(std::time::Duration::from_secs(5)))
+        .applied_index_at_least(Some(index), "read index")
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            Status::unavailable(format!(
+                "this member is not catching up with the leader: {e}"
+            ))
+        })
+}

@@ -2,7 +2,8 @@
 //!
 //! The API server turns a request into a [`Command`] (uid and timestamp chosen there, so that
 //! every Raft member applies the same bytes to the same result); the state machine asks
-//! [`decide_apply`] / [`decide_delete`] what to write and stores that.
+//! [`decide_apply`] / [`decide_delete`] what to write and stores that. The registry's
+//! manifests and tags follow the same pattern ([`decide_put_manifest`] and the deletes).
 
 use berth_proto::{Kind, ObjectKey};
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,21 @@ pub enum Command {
     /// Several commands proposed together (one Raft entry, one fsync), applied in order, each
     /// with its own result.
     Batch(Vec<Command>),
+    /// Store a registry manifest (its exact bytes) in a repository, and point `tag` at it.
+    /// Proposed only once every blob it references is held by a majority of the members.
+    RegistryPutManifest {
+        repository: String,
+        /// `sha256:<hex>` of `content`.
+        digest: String,
+        media_type: String,
+        /// Manifests are JSON, so UTF-8: kept as a string, byte for byte.
+        content: String,
+        tag: Option<String>,
+    },
+    /// Remove a manifest from a repository, with every tag that points at it.
+    RegistryDeleteManifest { repository: String, digest: String },
+    /// Remove one tag; the manifest stays, reachable by digest.
+    RegistryDeleteTag { repository: String, tag: String },
 }
 
 impl fmt::Display for Command {
@@ -56,6 +72,21 @@ impl fmt::Display for Command {
             Command::Delete { key, .. } => write!(f, "delete {}", key.storage_key()),
             Command::UpdateStatus { key, .. } => write!(f, "status {}", key.storage_key()),
             Command::Batch(commands) => write!(f, "batch of {}", commands.len()),
+            Command::RegistryPutManifest {
+                repository,
+                digest,
+                tag,
+                ..
+            } => match tag {
+                Some(tag) => write!(f, "registry put {repository}:{tag}@{digest}"),
+                None => write!(f, "registry put {repository}@{digest}"),
+            },
+            Command::RegistryDeleteManifest { repository, digest } => {
+                write!(f, "registry delete {repository}@{digest}")
+            }
+            Command::RegistryDeleteTag { repository, tag } => {
+                write!(f, "registry delete {repository}:{tag}")
+            }
         }
     }
 }
@@ -93,6 +124,11 @@ pub enum CommandResult {
     Failed(StoreError),
     /// The results of a [`Command::Batch`], in its order.
     Batch(Vec<CommandResult>),
+    /// A registry command succeeded; `changed` is false when it found everything as asked
+    /// (the same manifest pushed again).
+    Registry {
+        changed: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -111,6 +147,11 @@ pub enum StoreError {
     NamespaceNotFound { namespace: String },
     #[error("invalid object: {0}")]
     Invalid(String),
+    #[error("manifest {repository}:{reference} not found")]
+    ManifestUnknown {
+        repository: String,
+        reference: String,
+    },
 }
 
 /// Fields the server owns: a client's values for them are ignored on update.
@@ -284,6 +325,111 @@ pub fn decide_delete(
         }),
         _ => Ok(()),
     }
+}
+
+/// A registry manifest as stored: its media type and its exact bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredManifest {
+    pub media_type: String,
+    pub content: String,
+}
+
+/// What a registry command changes in one repository.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RegistryChanges {
+    /// Store this manifest under the command's digest.
+    pub manifest: Option<StoredManifest>,
+    /// Point this tag at the command's digest.
+    pub tag: Option<String>,
+    /// Remove these tags.
+    pub untag: Vec<String>,
+    /// Remove the manifest with the command's digest.
+    pub remove_manifest: bool,
+}
+
+impl RegistryChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == RegistryChanges::default()
+    }
+}
+
+/// What storing a manifest changes. The API server has validated the manifest; the rules a
+/// log entry must meet whatever proposed it (names, and content matching the digest) are
+/// checked again here.
+pub fn decide_put_manifest(
+    repository: &str,
+    digest: &str,
+    media_type: &str,
+    content: &str,
+    tag: Option<&str>,
+    stored: Option<&StoredManifest>,
+    tagged: Option<&str>,
+) -> Result<RegistryChanges, StoreError> {
+    if !crate::registry::names::valid_repository(repository) {
+        return Err(StoreError::Invalid(format!(
+            "{repository:?} is not a valid repository name"
+        )));
+    }
+    if let Some(tag) = tag.filter(|t| !crate::registry::names::valid_tag(t)) {
+        return Err(StoreError::Invalid(format!("{tag:?} is not a valid tag")));
+    }
+    let actual = berth_image::store::digest_of(content.as_bytes());
+    if actual.to_string() != digest {
+        return Err(StoreError::Invalid(format!(
+            "manifest content has digest {actual}, not {digest}"
+        )));
+    }
+    Ok(RegistryChanges {
+        manifest: stored.is_none().then(|| StoredManifest {
+            media_type: media_type.to_string(),
+            content: content.to_string(),
+        }),
+        tag: tag.filter(|_| tagged != Some(digest)).map(str::to_string),
+        ..RegistryChanges::default()
+    })
+}
+
+/// Removing a manifest removes the tags that point at it: a tag never dangles.
+/// `tags` are the repository's tags and the digests they point at.
+pub fn decide_delete_manifest(
+    repository: &str,
+    digest: &str,
+    stored: bool,
+    tags: &[(String, String)],
+) -> Result<RegistryChanges, StoreError> {
+    if !stored {
+        return Err(StoreError::ManifestUnknown {
+            repository: repository.to_string(),
+            reference: digest.to_string(),
+        });
+    }
+    Ok(RegistryChanges {
+        untag: tags
+            .iter()
+            .filter(|(_, target)| target == digest)
+            .map(|(tag, _)| tag.clone())
+            .collect(),
+        remove_manifest: true,
+        ..RegistryChanges::default()
+    })
+}
+
+/// Removing a tag leaves its manifest in place.
+pub fn decide_delete_tag(
+    repository: &str,
+    tag: &str,
+    tagged: Option<&str>,
+) -> Result<RegistryChanges, StoreError> {
+    if tagged.is_none() {
+        return Err(StoreError::ManifestUnknown {
+            repository: repository.to_string(),
+            reference: tag.to_string(),
+        });
+    }
+    Ok(RegistryChanges {
+        untag: vec![tag.to_string()],
+        ..RegistryChanges::default()
+    })
 }
 
 pub fn resource_version(object: &Value) -> u64 {
@@ -470,6 +616,87 @@ mod tests {
         update["metadata"]["uid"] = json!("forged");
         let (outcome, _) = decide_apply(&key(), stored.as_ref(), update, "u2", "t", 4).unwrap();
         assert_eq!(outcome, Outcome::Unchanged);
+    }
+
+    const MANIFEST: &str = r#"{"schemaVersion":2}"#;
+
+    fn manifest_digest() -> String {
+        berth_image::store::digest_of(MANIFEST.as_bytes()).to_string()
+    }
+
+    #[test]
+    fn put_manifest_stores_new_content_and_moves_tags() {
+        let digest = manifest_digest();
+        let put = |stored, tagged| {
+            decide_put_manifest(
+                "team/app",
+                &digest,
+                "application/vnd.oci.image.manifest.v1+json",
+                MANIFEST,
+                Some("v1"),
+                stored,
+                tagged,
+            )
+        };
+        let changes = put(None, None).unwrap();
+        let stored = changes.manifest.clone().expect("a new manifest is stored");
+        assert_eq!(stored.content, MANIFEST);
+        assert_eq!(changes.tag.as_deref(), Some("v1"));
+        // Pushed again: nothing to do. A tag that pointed elsewhere moves.
+        assert!(put(Some(&stored), Some(&digest)).unwrap().is_empty());
+        let moved = put(Some(&stored), Some("sha256:older")).unwrap();
+        assert_eq!((moved.manifest, moved.tag.as_deref()), (None, Some("v1")));
+    }
+
+    #[test]
+    fn put_manifest_refuses_what_no_member_may_store() {
+        let digest = manifest_digest();
+        let put = |repository, digest: &str, tag| {
+            decide_put_manifest(repository, digest, "t", MANIFEST, tag, None, None)
+        };
+        assert!(matches!(
+            put("Team/App", &digest, None),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            put("app", &digest, Some(".v1")),
+            Err(StoreError::Invalid(_))
+        ));
+        let other = berth_image::store::digest_of(b"other").to_string();
+        assert!(matches!(
+            put("app", &other, None),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn deleting_a_manifest_takes_its_tags_only() {
+        let tags = vec![
+            ("v1".to_string(), "sha256:a".to_string()),
+            ("latest".to_string(), "sha256:a".to_string()),
+            ("v2".to_string(), "sha256:b".to_string()),
+        ];
+        let changes = decide_delete_manifest("app", "sha256:a", true, &tags).unwrap();
+        assert!(changes.remove_manifest);
+        assert_eq!(changes.untag, vec!["v1".to_string(), "latest".to_string()]);
+        assert!(matches!(
+            decide_delete_manifest("app", "sha256:c", false, &tags),
+            Err(StoreError::ManifestUnknown { .. })
+        ));
+    }
+
+    #[test]
+    fn deleting_a_tag_keeps_the_manifest() {
+        let changes = decide_delete_tag("app", "v1", Some("sha256:a")).unwrap();
+        assert_eq!(changes.untag, vec!["v1".to_string()]);
+        assert!(!changes.remove_manifest);
+        assert_eq!(
+            decide_delete_tag("app", "v9", None),
+            Err(StoreError::ManifestUnknown {
+                repository: "app".into(),
+                reference: "v9".into()
+            })
+        );
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //!
 //! - [`apply`]: pure decisions (what an apply or delete does to an object), no IO.
 //! - [`tables`]: the redb tables and the reads the API serves from them.
+//! - [`registry`]: the registry's manifests and tags (its blobs are files, not here).
 
 pub mod apply;
+pub mod registry;
 pub mod tables;
 pub mod watch;
 
-pub use apply::{Command, CommandResult, Outcome, StoreError};
+pub use apply::{Command, CommandResult, Outcome, StoreError, StoredManifest};
 pub use tables::{ObjectStore, ReadError, StoreSnapshot, StoredEvent, WatchEventType};
 pub use watch::{Notice, WatchHub};

@@ -1,7 +1,8 @@
 //! The object store's redb tables, written by the Raft state machine inside its transactions
 //! and read by the API server.
 
-use super::apply::{self, Command, CommandResult, Outcome, StoreError};
+use super::apply::{self, Command, CommandResult, Outcome, RegistryChanges, StoreError};
+use super::registry::{self, RegistrySnapshot, RegistryTables};
 use berth_proto::{Kind, ObjectKey, DEFAULT_NAMESPACE};
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -45,7 +46,7 @@ pub enum ReadError {
     Expired { requested: u64, oldest: u64 },
 }
 
-fn storage<E: std::fmt::Display>(e: E) -> ReadError {
+pub(crate) fn storage<E: std::fmt::Display>(e: E) -> ReadError {
     ReadError::Storage(e.to_string())
 }
 
@@ -63,11 +64,16 @@ impl ObjectStore {
         txn.open_table(OBJECTS)?;
         txn.open_table(EVENTS)?;
         txn.open_table(STORE_META)?;
+        registry::create_tables(&txn)?;
         txn.commit()?;
         Ok(ObjectStore {
             db,
             retention: retention.max(1),
         })
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
     }
 
     pub fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, ReadError> {
@@ -158,7 +164,12 @@ impl ObjectStore {
         }
         let meta = txn.open_table(STORE_META).map_err(storage)?;
         let revision = counter(&meta, "revision").map_err(storage)?;
-        Ok(StoreSnapshot { revision, objects })
+        let registry = registry::export(txn)?;
+        Ok(StoreSnapshot {
+            revision,
+            objects,
+            registry,
+        })
     }
 
     /// Replaces everything with a snapshot's content. The change history is dropped: watches
@@ -183,6 +194,7 @@ impl ObjectStore {
         let mut meta = txn.open_table(STORE_META)?;
         meta.insert("revision", snapshot.revision)?;
         meta.insert("compacted", snapshot.revision)?;
+        registry::import(txn, &snapshot.registry)?;
         Ok(())
     }
 }
@@ -200,6 +212,9 @@ fn counter(
 pub struct StoreSnapshot {
     pub revision: u64,
     pub objects: Vec<(String, Value)>,
+    /// Absent in snapshots taken before the registry existed.
+    #[serde(default)]
+    pub registry: RegistrySnapshot,
 }
 
 /// The tables of one state-machine transaction.
@@ -207,6 +222,7 @@ struct Writer<'t> {
     objects: redb::Table<'t, &'static str, &'static [u8]>,
     events_table: redb::Table<'t, u64, &'static [u8]>,
     meta: redb::Table<'t, &'static str, u64>,
+    registry: RegistryTables<'t>,
     revision: u64,
     events: Vec<StoredEvent>,
 }
@@ -221,6 +237,7 @@ impl<'t> Writer<'t> {
             objects: txn.open_table(OBJECTS)?,
             events_table: txn.open_table(EVENTS)?,
             meta,
+            registry: RegistryTables::open(txn)?,
             revision,
             events: Vec::new(),
         })
@@ -256,8 +273,59 @@ impl<'t> Writer<'t> {
                     .collect::<Result<_, _>>()?;
                 Ok(CommandResult::Batch(results))
             }
+            Command::RegistryPutManifest {
+                repository,
+                digest,
+                media_type,
+                content,
+                tag,
+            } => {
+                let stored = self.registry.manifest(repository, digest)?;
+                let tagged = match tag {
+                    Some(tag) => self.registry.tag(repository, tag)?,
+                    None => None,
+                };
+                let decided = apply::decide_put_manifest(
+                    repository,
+                    digest,
+                    media_type,
+                    content,
+                    tag.as_deref(),
+                    stored.as_ref(),
+                    tagged.as_deref(),
+                );
+                self.write_registry(repository, digest, decided)?
+            }
+            Command::RegistryDeleteManifest { repository, digest } => {
+                let stored = self.registry.manifest(repository, digest)?.is_some();
+                let tags = self.registry.tags(repository)?;
+                let decided = apply::decide_delete_manifest(repository, digest, stored, &tags);
+                self.write_registry(repository, digest, decided)?
+            }
+            Command::RegistryDeleteTag { repository, tag } => {
+                let tagged = self.registry.tag(repository, tag)?;
+                let decided = apply::decide_delete_tag(repository, tag, tagged.as_deref());
+                let digest = tagged.unwrap_or_default();
+                self.write_registry(repository, &digest, decided)?
+            }
         };
         Ok(decided.unwrap_or_else(CommandResult::Failed))
+    }
+
+    fn write_registry(
+        &mut self,
+        repository: &str,
+        digest: &str,
+        decided: Result<RegistryChanges, StoreError>,
+    ) -> Result<Decided, redb::Error> {
+        let changes = match decided {
+            Ok(changes) => changes,
+            Err(error) => return Ok(Err(error)),
+        };
+        self.registry.write(repository, digest, &changes)?;
+        Ok(Ok(CommandResult::Registry {
+            changed: !changes.is_empty(),
+        }))
     }
 
     fn update_status(
