@@ -73,6 +73,57 @@ pub enum ImageError {
     /// An image archive (`docker save` or OCI layout tar) is malformed or truncated.
     #[error("archive {path}: {reason}")]
     InvalidArchive { path: PathBuf, reason: String },
+    /// The registry answered with an error: its `{"errors":[{code, message}]}` body, or the
+    /// HTTP status when the body has none. `subject` is what was asked for.
+    #[error("registry at {addr}: {}", registry_detail(code, message, subject))]
+    Registry {
+        addr: String,
+        status: u16,
+        code: String,
+        message: String,
+        subject: String,
+    },
+    /// The registry could not be reached, or did not answer in time.
+    #[error("cannot reach the registry at {addr}: {reason}")]
+    RegistryUnreachable { addr: String, reason: String },
+    /// The registry's answer breaks the protocol (a digest that does not match the content,
+    /// a missing header, a document over the size limit).
+    #[error("registry at {addr}: {reason}")]
+    RegistryProtocol { addr: String, reason: String },
+    /// Every registry address was tried and each failed with an error another address might
+    /// not have had (unreachable, or a server error).
+    #[error("no registry address answered: {}", join_errors(.0))]
+    NoRegistryAvailable(Vec<ImageError>),
+}
+
+impl ImageError {
+    /// Whether another registry address may succeed where this one failed: the address was
+    /// unreachable or answered with a server error. An answer about the request itself (not
+    /// found, invalid) would be the same everywhere.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ImageError::RegistryUnreachable { .. } => true,
+            ImageError::Registry { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+fn registry_detail(code: &str, message: &str, subject: &str) -> String {
+    [code, message, subject]
+        .iter()
+        .filter(|part| !part.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn join_errors(errors: &[ImageError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Result alias of this crate.

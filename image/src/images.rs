@@ -329,13 +329,13 @@ impl ImageStore {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum DocKind {
+pub(crate) enum DocKind {
     Manifest,
     Index,
 }
 
 /// Tell a manifest from an index by `mediaType` (or, when absent, by shape).
-fn peek_kind(bytes: &[u8], digest: &Digest) -> Result<DocKind> {
+pub(crate) fn peek_kind(bytes: &[u8], digest: &Digest) -> Result<DocKind> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Peek {
@@ -361,7 +361,7 @@ fn peek_kind(bytes: &[u8], digest: &Digest) -> Result<DocKind> {
     }
 }
 
-fn parse_doc<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_doc<T: serde::de::DeserializeOwned>(
     what: &'static str,
     digest: &Digest,
     bytes: &[u8],
@@ -369,7 +369,7 @@ fn parse_doc<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(bytes).map_err(|e| invalid_doc(what, digest, &e.to_string()))
 }
 
-fn invalid_doc(what: &'static str, digest: &Digest, reason: &str) -> ImageError {
+pub(crate) fn invalid_doc(what: &'static str, digest: &Digest, reason: &str) -> ImageError {
     ImageError::InvalidDocument {
         what,
         digest: digest.to_string(),
@@ -388,7 +388,7 @@ pub fn host_arch() -> &'static str {
     }
 }
 
-fn pick_platform<'a>(index: &'a ImageIndex, digest: &Digest) -> Result<&'a Descriptor> {
+pub(crate) fn pick_platform<'a>(index: &'a ImageIndex, digest: &Digest) -> Result<&'a Descriptor> {
     let arch = host_arch();
     index
         .manifests()
@@ -404,7 +404,7 @@ fn pick_platform<'a>(index: &'a ImageIndex, digest: &Digest) -> Result<&'a Descr
         })
 }
 
-fn is_supported_layer(media_type: &MediaType) -> bool {
+pub(crate) fn is_supported_layer(media_type: &MediaType) -> bool {
     match media_type {
         MediaType::ImageLayer
         | MediaType::ImageLayerGzip

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  archive.rs ──import──▶ store.rs (blobs by digest) ◀──read── images.rs (names → manifests)
-//!                                   │                                  │
-//!                                   └──────── unpack.rs ◀──layer_dirs──┘
+//!  write.rs ───layers,──▶     ▲          │                                  │
+//!              images         │          └──────── unpack.rs ◀──layer_dirs──┘
+//!  registry.rs ◀─pull/push─▶──┘  (the cluster registry, over HTTP)
 //! ```
 //!
 //! Module map:
@@ -14,6 +15,10 @@
 //! - [`unpack`]: layer unpacking into one directory per layer, with overlay whiteouts and
 //!   a containment rule (no entry escapes the layer dir).
 //! - [`archive`]: import of OCI image-layout tars and `docker save` tars.
+//! - [`write`]: layers from directories (deterministic gzip tars) and images from layers.
+//! - [`registry`]: [`RegistryClient`] — pull from and push to the cluster registry, and its
+//!   catalog, tags, manifests, deletes; [`Reference::cluster_repository`] names the
+//!   repository there.
 //! - [`error`]: [`ImageError`], the one error type.
 //!
 //! On-disk layout under the store root:
@@ -24,11 +29,15 @@ pub mod archive;
 pub mod error;
 pub mod images;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod unpack;
+pub mod write;
 
 pub use error::{ImageError, Result};
 pub use images::{GcReport, ImageStore, ResolvedImage};
 pub use reference::Reference;
+pub use registry::{Progress, RegistryClient, RemoteManifest};
 pub use store::{BlobReader, ContentStore, MAX_DOCUMENT_SIZE};
 pub use unpack::LayerStore;
+pub use write::{layer_from_dir, write_image, LayerDescriptor};

@@ -5,6 +5,16 @@
 //! `:` (or `localhost`) is a registry, otherwise the registry is `docker.io`, and a
 //! single-component name on docker.io gets the `library/` prefix. The tag defaults to
 //! `latest`.
+//!
+//! # The cluster repository
+//! Every image comes from the cluster registry: no outside registry is ever contacted. A
+//! reference names a repository there ([`Reference::cluster_repository`]):
+//! - on `docker.io`, the repository without Docker's `library/` prefix: `busybox` →
+//!   `busybox`, `team/app` → `team/app`;
+//! - on a registry with a port, or `localhost`, the repository as is: such a name is taken
+//!   to be the cluster registry's own address (`127.0.0.1:7443/app:v1` → `app`);
+//! - on any other registry, the host becomes the first path component, so names from
+//!   different registries stay apart: `ghcr.io/foo/bar` → `ghcr.io/foo/bar`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -107,6 +117,20 @@ impl Reference {
         format!("{}/{}:{}", self.registry, self.repository, self.tag)
     }
 
+    /// The repository this image has in the cluster registry (see the module doc).
+    pub fn cluster_repository(&self) -> String {
+        if self.registry == DEFAULT_REGISTRY {
+            self.repository
+                .strip_prefix("library/")
+                .unwrap_or(&self.repository)
+                .to_owned()
+        } else if self.registry.contains(':') || self.registry == "localhost" {
+            self.repository.clone()
+        } else {
+            format!("{}/{}", self.registry, self.repository)
+        }
+    }
+
     /// The pinned digest, parsed.
     pub fn pinned_digest(&self) -> Option<Digest> {
         self.digest.as_deref().and_then(|d| parse_digest(d).ok())
@@ -155,6 +179,23 @@ mod tests {
         assert_eq!(r.tag, "1.36");
         assert_eq!(r.digest.as_deref(), Some(format!("sha256:{hex}").as_str()));
         assert!(r.pinned_digest().is_some());
+    }
+
+    #[test]
+    fn cluster_repositories() {
+        let repo = |s: &str| Reference::parse(s).unwrap().cluster_repository();
+        assert_eq!(repo("busybox"), "busybox");
+        assert_eq!(repo("library/busybox:1.36"), "busybox");
+        assert_eq!(repo("docker.io/library/busybox"), "busybox");
+        assert_eq!(repo("team/app"), "team/app");
+        assert_eq!(repo("docker.io/team/app:v1"), "team/app");
+        assert_eq!(repo("127.0.0.1:7443/app:v1"), "app");
+        assert_eq!(repo("registry:5000/team/app"), "team/app");
+        assert_eq!(repo("localhost/app"), "app");
+        assert_eq!(repo("ghcr.io/foo/bar"), "ghcr.io/foo/bar");
+        assert_eq!(repo("quay.io/team/app:v2"), "quay.io/team/app");
+        let hex = "b".repeat(64);
+        assert_eq!(repo(&format!("app@sha256:{hex}")), "app");
     }
 
     #[test]
