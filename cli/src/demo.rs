@@ -124,8 +124,32 @@ const LIBRARY_DIRS: &[&str] = &[
     "/usr/lib",
 ];
 
+/// Makes the demo image `reference` in `store`: one layer holding berth and the shared
+/// libraries it needs, with `/berth demo-server` as its entrypoint, port 8080 exposed.
+pub fn write_image(
+    store: &berth_image::ImageStore,
+    reference: &berth_image::Reference,
+) -> Result<()> {
+    let rootfs = tempfile::tempdir().context("making a scratch directory")?;
+    write_rootfs(rootfs.path())?;
+    let layer = berth_image::write::layer_from_dir(store.content(), rootfs.path())?;
+    let mut config = oci_spec::image::Config::default();
+    config.set_entrypoint(Some(vec!["/berth".into(), "demo-server".into()]));
+    config.set_exposed_ports(Some(vec!["8080/tcp".into()]));
+    config.set_labels(Some(
+        [(
+            "org.opencontainers.image.title".to_string(),
+            "berth demo".to_string(),
+        )]
+        .into(),
+    ));
+    let digest = berth_image::write::write_image(store, config, &[layer])?;
+    store.tag(reference, &digest)?;
+    Ok(())
+}
+
 /// Writes a root filesystem with berth runnable in it (`/berth demo-server`).
-pub fn write_rootfs(dir: &Path) -> Result<()> {
+fn write_rootfs(dir: &Path) -> Result<()> {
     for (host, inside) in self_files()? {
         let target = dir.join(inside.strip_prefix("/").unwrap_or(&inside));
         std::fs::create_dir_all(target.parent().expect("paths in the image have a parent"))?;

@@ -44,6 +44,8 @@ enum Command {
     Describe(commands::describe::Args),
     /// Delete objects by name or by the manifests that made them.
     Delete(commands::delete::Args),
+    /// Load, push, pull, list, tag and remove images in the cluster registry.
+    Image(commands::image::Args),
     /// Print a container's logs.
     Logs(commands::logs::Args),
     /// Run a command in a container.
@@ -55,9 +57,6 @@ enum Command {
     /// The demo application: an HTTP server answering with the pod's name, IP and a request
     /// counter (the demo image's entrypoint).
     DemoServer(commands::demo::ServerArgs),
-    /// Write berth itself (binary and shared libraries) as a root filesystem whose
-    /// `/berth demo-server` runs the demo application.
-    DemoRootfs(commands::demo::RootfsArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +92,7 @@ fn main() -> ExitCode {
             Command::Server(args) => commands::server::run(args).await,
             Command::Agent(args) => commands::agent::run(server, args).await,
             Command::Apply(args) => commands::apply::run(server, args).await,
+            Command::Image(args) => commands::image::run(server, args).await,
             Command::Logs(args) => commands::logs::run(server, args).await,
             Command::Exec(args) => commands::exec::run(server, args).await,
             Command::Get(args) => commands::get::run(server, args).await,
@@ -103,7 +103,6 @@ fn main() -> ExitCode {
             Command::DemoServer(args) => {
                 tokio::task::block_in_place(|| commands::demo::serve(args))
             }
-            Command::DemoRootfs(args) => commands::demo::rootfs(args),
         }
     });
     match result {

@@ -8,6 +8,7 @@
 pub use tempfile::TempDir;
 
 pub mod cluster;
+pub mod images;
 pub mod linearizability;
 pub mod network;
 pub mod node;

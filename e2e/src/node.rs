@@ -18,9 +18,9 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts an agent named `name` on host `host`, talking to member 0 of `cluster`, with
-    /// images (root filesystem directories) from `image_dir`.
-    pub fn start(cluster: &Cluster, host: usize, name: &str, image_dir: &Path) -> Agent {
+    /// Starts an agent named `name` on host `host`, talking to member 0 of `cluster` (and
+    /// pulling images from its registry).
+    pub fn start(cluster: &Cluster, host: usize, name: &str) -> Agent {
         let data_dir = cluster.env.root.path().join(format!("agent-{name}"));
         let args = vec![
             "agent".to_string(),
@@ -30,8 +30,6 @@ impl Agent {
             data_dir.display().to_string(),
             "--listen".into(),
             format!("{}:10250", cluster.network.hosts[host].addr),
-            "--image-dir".into(),
-            image_dir.display().to_string(),
             "--server".into(),
             cluster.addr(0),
         ];

@@ -8,26 +8,19 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A cluster of one member, one agent named `node-1`, and the busybox image.
+/// A cluster of one member, one agent named `node-1`, and the busybox image in the cluster
+/// registry.
 struct Node {
     agent: Agent,
     cluster: Cluster,
-    images: PathBuf,
 }
 
 fn node() -> Node {
     isolate_network();
     let cluster = Cluster::with_hosts(2, 1, &[]);
-    let images = cluster.env.root.path().join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    let rootfs = berth_e2e::rootfs::busybox(&images);
-    std::fs::rename(rootfs, images.join("busybox")).unwrap();
-    let agent = Agent::start(&cluster, 1, "node-1", &images);
-    Node {
-        agent,
-        cluster,
-        images,
-    }
+    berth_e2e::images::push_busybox(&cluster, 0, "busybox");
+    let agent = Agent::start(&cluster, 1, "node-1");
+    Node { agent, cluster }
 }
 
 impl Node {
@@ -179,8 +172,9 @@ fn t10_a_pod_runs_isolated() {
     // Writes land in the container's upper directory; the image is untouched.
     node.exec("iso", &["sh", "-c", "echo hi > /written && rm /bin/true"])
         .ok();
-    assert!(!node.images.join("busybox/written").exists());
-    assert!(node.images.join("busybox/bin/true").exists());
+    let layers = walk(&node.agent.data_dir.join("images/layers"));
+    assert!(!layers.iter().any(|p| p.ends_with("written")));
+    assert!(layers.iter().any(|p| p.ends_with("bin/true")));
     let upper_has_it = walk(&node.agent.data_dir)
         .iter()
         .any(|p| p.ends_with("written") && p.to_string_lossy().contains("upper"));
@@ -451,13 +445,20 @@ fn t80_termination_runs_pre_stop_then_sigterm() {
 #[test]
 fn t90_the_demo_app_runs_from_berth_itself() {
     let node = node();
-    // berth as a root filesystem: its binary and the shared libraries it names.
-    let written = std::process::Command::new(berth_e2e::cluster::berth_binary())
-        .args(["demo-rootfs"])
-        .arg(node.images.join("demo"))
-        .output()
-        .unwrap();
-    assert!(written.status.success(), "{written:?}");
+    // berth as an image: its binary and the shared libraries it names.
+    node.berth(&[
+        "image",
+        "demo",
+        "--store",
+        node.cluster
+            .env
+            .root
+            .path()
+            .join("demo-store")
+            .to_str()
+            .unwrap(),
+    ])
+    .ok();
     node.apply(
         r#"apiVersion: v1
 kind: Pod
@@ -468,7 +469,6 @@ spec:
   containers:
   - name: web
     image: demo
-    command: ["/berth", "demo-server"]
     ports:
     - {name: http, containerPort: 8080}
     readinessProbe:
@@ -537,8 +537,8 @@ fn t95_an_abandoned_exec_session_ends_its_processes() {
 #[test]
 fn t97_a_new_image_replaces_the_container() {
     let node = node();
-    // A second image: the same root filesystem under another name.
-    std::os::unix::fs::symlink(node.images.join("busybox"), node.images.join("busybox2")).unwrap();
+    // A second image: the same one under another name.
+    node.berth(&["image", "tag", "busybox", "busybox2"]).ok();
     node.apply(&pod_yaml("upd", "exec sleep 3612", "", ""));
     node.wait_running("upd");
     node.apply(

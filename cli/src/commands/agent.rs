@@ -22,10 +22,6 @@ pub struct Args {
     /// The node address reported to the cluster. Default: the --listen address.
     #[arg(long)]
     address: Option<IpAddr>,
-    /// Until berth stores images: image NAME is the root filesystem directory DIR/NAME.
-    /// Default: DATA_DIR/images.
-    #[arg(long)]
-    image_dir: Option<PathBuf>,
 }
 
 pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
@@ -43,7 +39,6 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
     let config = AgentConfig {
         servers,
         name,
-        image_dir: args.image_dir.unwrap_or_else(|| data_dir.join("images")),
         data_dir,
         listen: args.listen,
         address: args.address,

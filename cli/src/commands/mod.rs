@@ -7,6 +7,7 @@ pub mod demo;
 pub mod describe;
 pub mod exec;
 pub mod get;
+pub mod image;
 pub mod logs;
 pub mod members;
 pub mod server;

@@ -13,6 +13,7 @@
 
 mod api;
 mod exec_bridge;
+pub mod images;
 pub mod pod;
 pub mod restart;
 pub mod service;
@@ -42,9 +43,6 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     /// The node address reported to the cluster (default: the listen address's IP).
     pub address: Option<IpAddr>,
-    /// Until berth stores images: image `NAME[:TAG]` is the root filesystem directory
-    /// `image_dir/NAME`.
-    pub image_dir: PathBuf,
     /// The berth binary, re-executed as each container's shim.
     pub shim: PathBuf,
 }
@@ -64,6 +62,8 @@ pub struct NodeContext {
     pub config: AgentConfig,
     pub runtime: Runtime,
     pub network: PodNetwork,
+    /// Images pulled from the cluster registry (`DATA_DIR/images`).
+    pub images: Arc<images::Images>,
     pub node_ip: IpAddr,
     /// Pod statuses to report, by pod (namespace, name); `None` once the pod left the node.
     pub statuses: mpsc::UnboundedSender<StatusReport>,
@@ -104,6 +104,13 @@ pub async fn run(
     let network = PodNetwork::new(config.data_dir.join("network"), subnet, "berth0".into())
         .map_err(|e| setup(&e))?;
     network.ensure_bridge().await.map_err(|e| setup(&e))?;
+    // The registry is served by every control-plane member on its API address.
+    let registry = berth_image::registry::RegistryClient::new(
+        berth_proto::transport::http_client(),
+        config.servers.clone(),
+    );
+    let images =
+        images::Images::new(config.data_dir.join("images"), registry).map_err(|e| setup(&e))?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -113,6 +120,7 @@ pub async fn run(
         config: config.clone(),
         runtime,
         network,
+        images: Arc::new(images),
         node_ip,
         statuses,
         pods: Default::default(),

@@ -7,12 +7,13 @@
 //! terminations, the running instance): a restarted agent adopts running containers from it
 //! instead of starting them again.
 
+use super::images::{PullFailure, PullPolicy, PulledImage};
 use super::restart::{backoff, should_restart};
 use super::status::{pod_status, ContainerView, Termination, ViewState};
 use super::{pod_key, NodeContext};
 use crate::network::PodNetworkInfo;
 use crate::probe::{self, ProbeKind, ProbeResult, ProbeSpec};
-use crate::runtime::spec::{ImageConfig, SpecInput};
+use crate::runtime::spec::SpecInput;
 use crate::runtime::{ContainerStatus, StartRequest};
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use serde::{Deserialize, Serialize};
@@ -69,6 +70,9 @@ struct ContainerRecord {
     /// Exited instances whose removal failed: retried until they are gone.
     #[serde(default)]
     to_remove: Vec<String>,
+    /// The image the current instance runs (`REPOSITORY@sha256:...`).
+    #[serde(default)]
+    image_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,6 +197,11 @@ struct Slot {
     /// Its spec changed (a new image): the running instance is being replaced, and starts
     /// again whatever the restart policy.
     replacing: bool,
+    /// The image pull for the next start, while it runs.
+    pull: Option<tokio::task::JoinHandle<Result<PulledImage, PullFailure>>>,
+    /// Failed pulls in a row, for the back-off; when the last one failed.
+    pull_failures: i32,
+    pull_failed_at: Option<Instant>,
 }
 
 impl Slot {
@@ -236,6 +245,7 @@ impl Slot {
                 .map(|id| format!("berth://{id}")),
             name,
             image: self.spec.image.clone().unwrap_or_default(),
+            image_id: self.record.image_id.clone(),
             state,
             last_termination: self.record.last_termination.as_ref().map(Into::into),
             restart_count: self.record.restart_count,
@@ -282,6 +292,9 @@ async fn run(
                 ready: false,
                 started: false,
                 replacing: false,
+                pull: None,
+                pull_failures: 0,
+                pull_failed_at: None,
             };
             slot.started = !slot.has_probe(ProbeKind::Startup);
             slot
@@ -468,8 +481,68 @@ async fn tend(
         }
         return;
     }
+    show_pull_backoff(slot);
     if Instant::now() >= slot.next_start {
         start(context, pod, uid, net, restart_policy, slot).await;
+    }
+}
+
+/// A failed pull shows as ErrImagePull, then, while the next attempt waits, as
+/// ImagePullBackOff (kubelet's two reasons).
+fn show_pull_backoff(slot: &mut Slot) {
+    let Some(failed_at) = slot.pull_failed_at else {
+        return;
+    };
+    if failed_at.elapsed() < Duration::from_secs(1) {
+        return;
+    }
+    if let Some((reason, message)) = &mut slot.waiting {
+        if reason == "ErrImagePull" {
+            *reason = "ImagePullBackOff".into();
+            let image = slot.spec.image.as_deref().unwrap_or_default();
+            let cause = message.take().unwrap_or_default();
+            *message = Some(format!("Back-off pulling image {image:?}: {cause}"));
+        }
+    }
+}
+
+/// The container's image once its pull is done; until then `None`, with a pull started
+/// (or still running) in the background so the worker keeps tending the pod meanwhile.
+fn pulled_image(context: &Arc<NodeContext>, slot: &mut Slot) -> Option<PulledImage> {
+    use futures::FutureExt;
+    match slot.pull.as_mut() {
+        None => {
+            let images = context.images.clone();
+            let image = slot.spec.image.clone().unwrap_or_default();
+            let policy = PullPolicy::of(&slot.spec);
+            slot.pull = Some(tokio::spawn(
+                async move { images.ensure(&image, policy).await },
+            ));
+            None
+        }
+        Some(handle) if !handle.is_finished() => None,
+        Some(handle) => {
+            let result = handle.now_or_never().expect("finished");
+            slot.pull = None;
+            let failure = match result {
+                Ok(Ok(image)) => {
+                    slot.pull_failures = 0;
+                    slot.pull_failed_at = None;
+                    return Some(image);
+                }
+                Ok(Err(failure)) => failure,
+                Err(e) => PullFailure {
+                    reason: "ErrImagePull",
+                    message: format!("the pull task failed: {e}"),
+                },
+            };
+            tracing::warn!(container = %slot.spec.name, "{}: {}", failure.reason, failure.message);
+            slot.pull_failures += 1;
+            slot.pull_failed_at = Some(Instant::now());
+            slot.next_start = Instant::now() + backoff(slot.pull_failures - 1);
+            slot.waiting = Some((failure.reason.into(), Some(failure.message)));
+            None
+        }
     }
 }
 
@@ -490,6 +563,12 @@ async fn replace_changed_containers(context: &Arc<NodeContext>, pod: &Pod, slots
         }
         tracing::info!(container = %slot.spec.name, image = ?new.image, "image changed: replacing the container");
         slot.spec = new.clone();
+        // A pull of the old image may still run: it finishes on its own; the new image
+        // is pulled afresh, without the old one's back-off.
+        slot.pull = None;
+        slot.pull_failures = 0;
+        slot.pull_failed_at = None;
+        slot.next_start = Instant::now();
         if let (Some(_), Some(id)) = (slot.running_since, slot.record.current.clone()) {
             slot.replacing = true;
             kill(context, &id).await;
@@ -598,22 +677,6 @@ fn prune_logs(log_path: &std::path::Path, restart: i32) {
     }
 }
 
-/// The root filesystem of an image (until images are stored: a directory per image name).
-fn image_root(context: &NodeContext, image: &str) -> Result<PathBuf, String> {
-    let without_digest = image.split('@').next().unwrap_or(image);
-    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
-    let name = last.split(':').next().unwrap_or(last);
-    let dir = context.config.image_dir.join(name);
-    if dir.is_dir() {
-        Ok(dir)
-    } else {
-        Err(format!(
-            "image {image:?} not found: no root filesystem at {}",
-            dir.display()
-        ))
-    }
-}
-
 async fn start(
     context: &Arc<NodeContext>,
     pod: &Pod,
@@ -628,19 +691,13 @@ async fn start(
     } else {
         slot.record.restart_count
     };
-    let image = slot.spec.image.clone().unwrap_or_default();
-    let root = match image_root(context, &image) {
-        Ok(root) => root,
-        Err(message) => {
-            slot.waiting = Some(("ErrImageNeverPull".into(), Some(message)));
-            slot.next_start = Instant::now() + Duration::from_secs(5);
-            return;
-        }
+    let Some(image) = pulled_image(context, slot) else {
+        return;
     };
     let spec = crate::runtime::spec::build(&SpecInput {
         pod,
         container: &slot.spec,
-        image: &ImageConfig::default(),
+        image: &image.config,
         netns: Some(net.netns_path.clone()),
     });
     let spec = match spec {
@@ -660,7 +717,7 @@ async fn start(
     let request = StartRequest {
         id: id.clone(),
         spec,
-        lowers: vec![root],
+        lowers: image.lowers,
         log_path,
         log_max_bytes: LOG_MAX_BYTES,
         log_max_files: LOG_MAX_FILES,
@@ -669,6 +726,7 @@ async fn start(
     // learns it was never made) instead of starting a second one.
     slot.record.restart_count = restart;
     slot.record.current = Some(id.clone());
+    slot.record.image_id = Some(image.image_id);
     save_record(context, uid, &slot.spec.name, &slot.record).await;
     let ctx = context.clone();
     let started = blocking(move || ctx.runtime.start(request)).await;

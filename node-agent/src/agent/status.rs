@@ -12,6 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 pub struct ContainerView {
     pub name: String,
     pub image: String,
+    /// The pulled image's `REPOSITORY@sha256:...`, once there is one.
+    pub image_id: Option<String>,
     pub id: Option<String>,
     pub state: ViewState,
     /// The previous instance's end, if it was restarted.
@@ -171,7 +173,7 @@ pub fn pod_status(
             ContainerStatus {
                 name: c.name.clone(),
                 image: c.image.clone(),
-                image_id: String::new(),
+                image_id: c.image_id.clone().unwrap_or_default(),
                 container_id: c.id.clone(),
                 ready: c.ready,
                 started: Some(c.started && matches!(c.state, ViewState::Running { .. })),
@@ -210,6 +212,7 @@ mod tests {
         ContainerView {
             name: "c".into(),
             image: "busybox".into(),
+            image_id: None,
             id: Some("berth://x".into()),
             state,
             last_termination: None,
