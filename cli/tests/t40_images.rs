@@ -4,6 +4,7 @@
 //! `berth image load` of a `docker save` tar and of an OCI layout pushes their images, which
 //! `berth image ls`, `inspect` and `pull` then see. Needs root (network namespaces).
 
+use berth_e2e::images::archives::{self, tar_of_files};
 use berth_e2e::{isolate_network, Server, TestEnv};
 use berth_image::{layer_from_dir, write_image, ImageStore, Reference, RegistryClient};
 use serde_json::json;
@@ -140,112 +141,21 @@ fn push_pull_tag_delete() {
     });
 }
 
-/// A layer tar (uncompressed) holding `files`.
-fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut tar = tar::Builder::new(Vec::new());
-    for (path, data) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(1_600_000_000);
-        header.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut header, path, *data).unwrap();
-    }
-    tar.into_inner().unwrap()
-}
-
-fn hex(data: &[u8]) -> String {
-    berth_image::store::digest_of(data).digest().to_owned()
-}
-
-fn config_json(arch: &str, layer: &[u8]) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "architecture": arch,
-        "os": "linux",
-        "config": {"Entrypoint": ["/app"]},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", hex(layer))]}
-    }))
-    .unwrap()
-}
-
-fn descriptor(media_type: &str, data: &[u8]) -> serde_json::Value {
-    json!({"mediaType": media_type, "digest": format!("sha256:{}", hex(data)), "size": data.len()})
-}
-
-fn archive(files: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut tar = tar::Builder::new(Vec::new());
-    for (path, data) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut header, path, &data[..]).unwrap();
-    }
-    tar.into_inner().unwrap()
-}
-
 fn docker_save(repo_tag: &str) -> Vec<u8> {
-    let layer = layer_tar(&[("app", b"docker save app")]);
-    let config = config_json(berth_image::images::host_arch(), &layer);
-    let config_name = format!("{}.json", hex(&config));
-    let manifest = json!([{
-        "Config": config_name,
-        "RepoTags": [repo_tag],
-        "Layers": ["abc/layer.tar"]
-    }]);
-    archive(&[
-        (config_name, config),
-        ("abc/layer.tar".into(), layer),
-        (
-            "manifest.json".into(),
-            serde_json::to_vec(&manifest).unwrap(),
-        ),
-    ])
+    let layer = tar_of_files(&[("app", b"docker save app")]);
+    archives::docker_save(repo_tag, &[layer], &["/app"])
 }
 
 /// An OCI layout whose index has the host's manifest and an s390x one, both complete.
 fn oci_layout(name: &str) -> Vec<u8> {
-    let mut blobs = Vec::new();
-    let mut manifests = Vec::new();
-    for arch in [berth_image::images::host_arch(), "s390x"] {
-        let layer = layer_tar(&[("app", format!("oci app for {arch}").as_bytes())]);
-        let config = config_json(arch, &layer);
-        let manifest = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
-            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", &layer)]
-        }))
-        .unwrap();
-        let mut entry = descriptor("application/vnd.oci.image.manifest.v1+json", &manifest);
-        entry["platform"] = json!({"os": "linux", "architecture": arch});
-        manifests.push(entry);
-        blobs.extend([layer, config, manifest]);
-    }
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": manifests
-    }))
-    .unwrap();
-    let mut top = descriptor("application/vnd.oci.image.index.v1+json", &index);
-    top["annotations"] = json!({"org.opencontainers.image.ref.name": name});
-    blobs.push(index);
-    let mut files: Vec<(String, Vec<u8>)> = blobs
+    let platforms: Vec<(&str, Vec<Vec<u8>>)> = [berth_image::images::host_arch(), "s390x"]
         .into_iter()
-        .map(|b| (format!("blobs/sha256/{}", hex(&b)), b))
+        .map(|arch| {
+            let layer = tar_of_files(&[("app", format!("oci app for {arch}").as_bytes())]);
+            (arch, vec![layer])
+        })
         .collect();
-    files.push((
-        "oci-layout".into(),
-        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-    ));
-    files.push((
-        "index.json".into(),
-        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [top]})).unwrap(),
-    ));
-    archive(&files)
+    archives::oci_layout(name, &platforms, &["/app"])
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! namespace); busybox pods bound to the node by hand (spec.nodeName).
 
 use berth_e2e::cluster::Cluster;
+use berth_e2e::images::archives;
 use berth_e2e::node::{cgroups_with, mounts_under, pids_with_cmdline, Agent};
 use berth_e2e::{eventually, isolate_network};
 use serde_json::Value;
@@ -555,4 +556,127 @@ fn t97_a_new_image_replaces_the_container() {
         137
     );
     assert_eq!(pids_with_cmdline("sleep 3612").len(), 1);
+}
+
+#[test]
+fn t98_images_loaded_from_archives_run_and_pull_errors_say_why() {
+    let node = node();
+    let rootfs = node.cluster.env.root.path().join("rootfs/busybox-rootfs");
+    let layer = archives::tar_of_dir(&rootfs);
+    let dir = node.cluster.env.root.path();
+    let saved = dir.join("saved.tar");
+    std::fs::write(
+        &saved,
+        archives::docker_save("saved:v1", std::slice::from_ref(&layer), &["/bin/sh"]),
+    )
+    .unwrap();
+    let layout = dir.join("layout.tar");
+    let platforms = [(berth_image::images::host_arch(), vec![layer])];
+    std::fs::write(
+        &layout,
+        archives::oci_layout("team/layout:v2", &platforms, &["/bin/sh"]),
+    )
+    .unwrap();
+    let store = dir.join("load-store");
+    for archive in [&saved, &layout] {
+        node.berth(&[
+            "image",
+            "load",
+            "--store",
+            store.to_str().unwrap(),
+            "-i",
+            archive.to_str().unwrap(),
+        ])
+        .ok();
+    }
+    // A pod whose image nobody pushed: ErrImagePull, then ImagePullBackOff, both saying why.
+    node.apply(
+        &pod_yaml("missing", "exec sleep 3613", "", "")
+            .replace("image: busybox", "image: nowhere:v1"),
+    );
+    let waiting = |p: &Value| p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+    let pod = node.wait_for("missing", "ImagePullBackOff", |p| {
+        waiting(p)["reason"] == "ImagePullBackOff"
+    });
+    let message = waiting(&pod)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("nowhere") && message.contains("MANIFEST_UNKNOWN"),
+        "{message}"
+    );
+    // Never pulls: an absent image stays absent.
+    node.apply(
+        &pod_yaml(
+            "never",
+            "exec sleep 3614",
+            "    imagePullPolicy: Never\n",
+            "",
+        )
+        .replace("image: busybox", "image: saved:v1"),
+    );
+    node.wait_for("never", "ErrImageNeverPull", |p| {
+        waiting(p)["reason"] == "ErrImageNeverPull"
+    });
+    // The loaded images run, and their statuses name what was pulled.
+    for (name, image) in [("from-save", "saved:v1"), ("from-layout", "team/layout:v2")] {
+        node.apply(
+            &pod_yaml(name, "echo ran from $0; exec sleep 3615", "", "")
+                .replace("image: busybox", &format!("image: {image}")),
+        );
+        let pod = node.wait_running(name);
+        let image_id = pod["status"]["containerStatuses"][0]["imageID"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(image_id.contains("@sha256:"), "{image_id}");
+        let out = node.exec(name, &["cat", "/etc/passwd"]).ok().stdout();
+        assert!(out.starts_with("root:"), "{out}");
+    }
+}
+
+/// Sum of the sizes of the regular files under `dir` (links not followed).
+fn disk_usage(dir: &Path) -> u64 {
+    walk(dir)
+        .iter()
+        .filter_map(|p| std::fs::symlink_metadata(p).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+fn t99_twenty_containers_of_one_image_store_its_layer_once() {
+    let node = node();
+    let names: Vec<String> = (0..20).map(|i| format!("many-{i}")).collect();
+    for name in &names {
+        node.apply(&pod_yaml(name, "exec sleep 3616", "", ""));
+    }
+    for name in &names {
+        node.wait_running(name);
+    }
+    let images = node.agent.data_dir.join("images");
+    let layers: Vec<_> = std::fs::read_dir(images.join("layers/sha256"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(layers.len(), 1, "one unpacked layer for 20 containers");
+    let layer = disk_usage(&layers[0].path());
+    let stored = disk_usage(&images);
+    let uppers: u64 = walk(&node.agent.data_dir.join("containers"))
+        .iter()
+        .filter(|p| p.ends_with("upper"))
+        .map(|p| disk_usage(p))
+        .sum();
+    eprintln!(
+        "20 containers: unpacked layer {layer} B, image store {stored} B, upper dirs {uppers} B"
+    );
+    // The busybox binary alone is about 2 MB: 20 copies would be 40 MB.
+    assert!(layer > 1_000_000, "{layer}");
+    assert!(
+        stored < 2 * layer,
+        "image store {stored} B for a {layer} B layer"
+    );
+    assert!(uppers < 100_000, "upper dirs hold {uppers} B");
 }
