@@ -1,6 +1,7 @@
 //! `berth`: the one binary users install. It parses flags and calls into the crates that do
 //! the work; each command lives in its own file under `commands/`.
 
+mod build;
 mod client;
 mod commands;
 mod demo;

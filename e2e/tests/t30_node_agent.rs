@@ -559,7 +559,7 @@ fn t97_a_new_image_replaces_the_container() {
 }
 
 #[test]
-fn t98_images_loaded_from_archives_run_and_pull_errors_say_why() {
+fn t98_images_loaded_from_archives_or_pushed_by_skopeo_run_and_pull_errors_say_why() {
     let node = node();
     let rootfs = node.cluster.env.root.path().join("rootfs/busybox-rootfs");
     let layer = archives::tar_of_dir(&rootfs);
@@ -577,6 +577,20 @@ fn t98_images_loaded_from_archives_run_and_pull_errors_say_why() {
         archives::oci_layout("team/layout:v2", &platforms, &["/bin/sh"]),
     )
     .unwrap();
+    // skopeo pushes an OCI layout directory (the same image, unpacked from a layout tar).
+    let layout_dir = dir.join("layout-dir");
+    std::fs::create_dir_all(&layout_dir).unwrap();
+    tar::Archive::new(&std::fs::read(&layout).unwrap()[..])
+        .unpack(&layout_dir)
+        .unwrap();
+    let source = format!("oci:{}:team/layout:v2", layout_dir.display());
+    let target = format!("docker://{}/skopeo/pushed:v3", node.cluster.addr(0));
+    let pushed = node.cluster.network.hosts[0]
+        .command(Path::new("skopeo"))
+        .args(["copy", "--dest-tls-verify=false", &source, &target])
+        .output()
+        .expect("run skopeo (apt-get install skopeo; .ci/run does)");
+    assert!(pushed.status.success(), "skopeo: {pushed:?}");
     let store = dir.join("load-store");
     for archive in [&saved, &layout] {
         node.berth(&[
@@ -620,7 +634,11 @@ fn t98_images_loaded_from_archives_run_and_pull_errors_say_why() {
         waiting(p)["reason"] == "ErrImageNeverPull"
     });
     // The loaded images run, and their statuses name what was pulled.
-    for (name, image) in [("from-save", "saved:v1"), ("from-layout", "team/layout:v2")] {
+    for (name, image) in [
+        ("from-save", "saved:v1"),
+        ("from-layout", "team/layout:v2"),
+        ("from-skopeo", "skopeo/pushed:v3"),
+    ] {
         node.apply(
             &pod_yaml(name, "echo ran from $0; exec sleep 3615", "", "")
                 .replace("image: busybox", &format!("image: {image}")),

@@ -19,6 +19,9 @@
 //! - [`registry`]: [`RegistryClient`] — pull from and push to the cluster registry, and its
 //!   catalog, tags, manifests, deletes; [`Reference::cluster_repository`] names the
 //!   repository there.
+//! - [`dockerfile`], [`dockerignore`], [`buildcache`]: the pure parts of `berth image
+//!   build` — the Dockerfile parser and substitution, `.dockerignore` matching, and the
+//!   step cache (keys and `build-cache.json`); the CLI runs the steps.
 //! - [`error`]: [`ImageError`], the one error type.
 //!
 //! On-disk layout under the store root:
@@ -26,6 +29,9 @@
 //! `layers/tmp/` (in-progress unpacks), `images.json`, `images.lock`, `gc.lock`.
 
 pub mod archive;
+pub mod buildcache;
+pub mod dockerfile;
+pub mod dockerignore;
 pub mod error;
 pub mod images;
 pub mod reference;
@@ -40,4 +46,7 @@ pub use reference::Reference;
 pub use registry::{Progress, RegistryClient, RemoteManifest};
 pub use store::{BlobReader, ContentStore, MAX_DOCUMENT_SIZE};
 pub use unpack::LayerStore;
-pub use write::{layer_from_dir, write_image, LayerDescriptor};
+pub use write::{
+    layer_from_dir, layer_from_overlay_upper, write_image, write_image_with_history,
+    LayerDescriptor,
+};

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use oci_spec::image::{
-    Arch, Config, Descriptor, Digest, ImageConfigurationBuilder, ImageManifestBuilder, MediaType,
-    Os, RootFsBuilder,
+    Arch, Config, Descriptor, Digest, History, ImageConfigurationBuilder, ImageManifestBuilder,
+    MediaType, Os, RootFsBuilder,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -42,9 +42,32 @@ pub struct LayerDescriptor {
     pub diff_id: Digest,
 }
 
+/// How the tree of a layer records deletions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A plain directory: every entry is content.
+    Plain,
+    /// An overlayfs upper directory: a 0/0 character device is a deleted path and a
+    /// directory with `trusted.overlay.opaque=y` hides the lower layers' contents; the
+    /// layer gets OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`) for them instead.
+    OverlayUpper,
+}
+
 /// Archive the tree under `dir` (not `dir` itself) as a deterministic gzip tar layer into
 /// `store`. Blocking: call it from `spawn_blocking` in async code.
 pub fn layer_from_dir(store: &ContentStore, dir: &Path) -> Result<LayerDescriptor> {
+    write_layer(store, dir, Source::Plain)
+}
+
+/// Like [`layer_from_dir`], for the upper directory of an overlay mount (what a container
+/// changed): its whiteout devices and opaque directories become OCI whiteout entries. A
+/// directory overlayfs recorded as renamed (`trusted.overlay.redirect`) is refused: its
+/// content lives in a lower layer and a layer of the upper dir alone would lose it.
+pub fn layer_from_overlay_upper(store: &ContentStore, dir: &Path) -> Result<LayerDescriptor> {
+    write_layer(store, dir, Source::OverlayUpper)
+}
+
+fn write_layer(store: &ContentStore, dir: &Path, source: Source) -> Result<LayerDescriptor> {
     let meta = fs::metadata(dir).ctx(|| format!("stat {}", dir.display()))?;
     if !meta.is_dir() {
         return Err(ImageError::Io {
@@ -59,7 +82,7 @@ pub fn layer_from_dir(store: &ContentStore, dir: &Path) -> Result<LayerDescripto
                 tx,
                 buf: Vec::with_capacity(CHUNK),
             };
-            let result = write_layer_tar(dir, &mut sink);
+            let result = write_layer_tar(dir, source, &mut sink);
             match &result {
                 Ok(_) => sink.finish(),
                 Err(e) => sink.fail(e),
@@ -89,6 +112,17 @@ pub fn write_image(
     config: Config,
     layers: &[LayerDescriptor],
 ) -> Result<Digest> {
+    write_image_with_history(store, config, layers, Vec::new())
+}
+
+/// [`write_image`] with the config's `history` (one entry per build step, those that made
+/// no layer marked `empty_layer`). Blocking.
+pub fn write_image_with_history(
+    store: &ImageStore,
+    config: Config,
+    layers: &[LayerDescriptor],
+    history: Vec<History>,
+) -> Result<Digest> {
     let build_error = |what: &'static str, e: oci_spec::OciSpecError| ImageError::InvalidDocument {
         what,
         digest: "(new)".into(),
@@ -104,7 +138,7 @@ pub fn write_image(
         )
         .build()
         .map_err(|e| build_error("config", e))?;
-    let image_config = ImageConfigurationBuilder::default()
+    let mut image_config = ImageConfigurationBuilder::default()
         .created(jiff::Timestamp::now().to_string())
         .architecture(Arch::from(host_arch()))
         .os(Os::Linux)
@@ -112,6 +146,9 @@ pub fn write_image(
         .rootfs(rootfs)
         .build()
         .map_err(|e| build_error("config", e))?;
+    if !history.is_empty() {
+        image_config.set_history(Some(history));
+    }
     let config_bytes = serde_json::to_vec(&image_config).expect("an image config serializes");
     let config_digest = store.content().write_bytes(&config_bytes)?;
     let manifest = ImageManifestBuilder::default()
@@ -139,7 +176,7 @@ pub fn write_image(
 
 /// Write the tar of `dir`'s tree, gzip-compressed, into `sink`; returns the digest of the
 /// uncompressed tar.
-fn write_layer_tar(dir: &Path, sink: &mut impl Write) -> Result<Digest> {
+fn write_layer_tar(dir: &Path, source: Source, sink: &mut impl Write) -> Result<Digest> {
     // An empty file name and OS "unknown": the gzip header says nothing about this machine.
     let gzip = flate2::GzBuilder::new()
         .operating_system(255)
@@ -149,7 +186,7 @@ fn write_layer_tar(dir: &Path, sink: &mut impl Write) -> Result<Digest> {
         hasher: Sha256::new(),
     });
     let mut links = HashMap::new();
-    append_tree(&mut tar, dir, Path::new(""), &mut links)?;
+    append_tree(&mut tar, dir, Path::new(""), source, &mut links)?;
     let hashing = tar
         .into_inner()
         .ctx(|| format!("finish the layer tar of {}", dir.display()))?;
@@ -165,6 +202,7 @@ fn append_tree<W: Write>(
     tar: &mut tar::Builder<W>,
     root: &Path,
     rel: &Path,
+    source: Source,
     links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> Result<()> {
     let dir = root.join(rel);
@@ -177,12 +215,84 @@ fn append_tree<W: Write>(
         let rel = rel.join(&name);
         let path = root.join(&rel);
         let meta = fs::symlink_metadata(&path).ctx(|| format!("stat {}", path.display()))?;
+        if source == Source::OverlayUpper && is_whiteout(&meta) {
+            let mut whiteout = std::ffi::OsString::from(WHITEOUT_PREFIX);
+            whiteout.push(&name);
+            append_marker(tar, &rel.with_file_name(whiteout))?;
+            continue;
+        }
         append_entry(tar, &path, &rel, &meta, links)?;
         if meta.is_dir() {
-            append_tree(tar, root, &rel, links)?;
+            if source == Source::OverlayUpper {
+                if xattr(&path, "trusted.overlay.redirect")?.is_some() {
+                    return Err(ImageError::Io {
+                        context: format!("make a layer of {}", path.display()),
+                        source: io::Error::other(
+                            "the directory was renamed by overlayfs (redirect_dir): its \
+                             content is in a lower layer; copy it instead of renaming it",
+                        ),
+                    });
+                }
+                if xattr(&path, "trusted.overlay.opaque")?.as_deref() == Some(b"y") {
+                    append_marker(tar, &rel.join(OPAQUE_MARKER))?;
+                }
+            }
+            append_tree(tar, root, &rel, source, links)?;
         }
     }
     Ok(())
+}
+
+/// OCI whiteout entries: `.wh.NAME` deletes NAME, `.wh..wh..opq` makes its directory opaque.
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+/// overlayfs marks a deleted path with a character device 0/0.
+fn is_whiteout(meta: &Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+/// An empty, root-owned regular file entry: how whiteouts are archived.
+fn append_marker<W: Write>(tar: &mut tar::Builder<W>, rel: &Path) -> Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_size(0);
+    tar.append_data(&mut header, rel, io::empty())
+        .ctx(|| format!("archive whiteout {}", rel.display()))
+}
+
+/// The value of extended attribute `name` of `path` (not following symlinks), if set.
+fn xattr(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    let ctx = || format!("read xattr {name} of {}", path.display());
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(io::Error::from)
+        .ctx(ctx)?;
+    let c_name = std::ffi::CString::new(name)
+        .map_err(io::Error::from)
+        .ctx(ctx)?;
+    let mut buf = [0u8; 256];
+    // SAFETY: both strings are NUL-terminated and outlive the call; `buf` is writable for
+    // `buf.len()` bytes.
+    let n = unsafe {
+        libc::lgetxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n >= 0 {
+        return Ok(Some(buf[..n as usize].to_vec()));
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
+        _ => Err(error).ctx(ctx),
+    }
 }
 
 fn append_entry<W: Write>(
@@ -514,5 +624,80 @@ mod tests {
             fs::read_dir(dir.path().join("store/tmp")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn overlay_upper_dirs_get_oci_whiteouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let upper = dir.path().join("upper");
+        fs::create_dir_all(upper.join("opaque")).unwrap();
+        fs::write(upper.join("keep"), b"kept").unwrap();
+        fs::write(upper.join("opaque/new"), b"new").unwrap();
+        nix::sys::stat::mknod(
+            &upper.join("gone"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        let c_path = std::ffi::CString::new(upper.join("opaque").as_os_str().as_bytes()).unwrap();
+        // SAFETY: NUL-terminated strings and a 1-byte value, all live across the call.
+        let rc = unsafe {
+            libc::lsetxattr(
+                c_path.as_ptr(),
+                c"trusted.overlay.opaque".as_ptr(),
+                b"y".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "setxattr: {}", io::Error::last_os_error());
+        let images = ImageStore::open(dir.path().join("store")).unwrap();
+
+        let layer = layer_from_overlay_upper(images.content(), &upper).unwrap();
+        let blob = images
+            .content()
+            .read_all(layer.descriptor.digest(), 1 << 30)
+            .unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
+        let entries: Vec<(String, tar::EntryType)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    e.header().entry_type(),
+                )
+            })
+            .collect();
+        let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                ".wh.gone",
+                "keep",
+                "opaque/",
+                "opaque/.wh..wh..opq",
+                "opaque/new"
+            ]
+        );
+        assert_eq!(entries[0].1, tar::EntryType::Regular);
+
+        // Unpacked, they are overlay whiteouts again.
+        let unpacked = images
+            .layers()
+            .unpack(images.content(), &layer.descriptor)
+            .unwrap();
+        let gone = fs::symlink_metadata(unpacked.join("gone")).unwrap();
+        assert!(gone.file_type().is_char_device() && gone.rdev() == 0);
+        assert_eq!(
+            xattr(&unpacked.join("opaque"), "trusted.overlay.opaque").unwrap(),
+            Some(b"y".to_vec())
+        );
+
+        // A plain layer of the same tree keeps the device as a device.
+        let plain = layer_from_dir(images.content(), &upper).unwrap();
+        assert_ne!(plain.diff_id, layer.diff_id);
     }
 }

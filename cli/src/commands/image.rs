@@ -1,4 +1,4 @@
-//! `berth image load|ls|inspect|rm|tag|push|pull`: images in the cluster registry (served by
+//! `berth image build|load|ls|inspect|rm|tag|push|pull`: images in the cluster registry (served by
 //! every control-plane member on its API address, so `--server` finds it) and in the local
 //! image store (`--store`).
 
@@ -45,6 +45,25 @@ enum Action {
     Push { name: String },
     /// Pull an image from the cluster registry into the local store.
     Pull { name: String },
+    /// Build an image from a Dockerfile (see `crate::build` for what is supported), tag it
+    /// in the local store and push it to the cluster registry. Needs root (RUN steps run in
+    /// containers).
+    Build {
+        /// The image name, NAME[:TAG].
+        #[arg(short = 't', long = "tag")]
+        tag: String,
+        /// The Dockerfile. Default: DIR/Dockerfile.
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        /// A build argument, K=V (repeatable).
+        #[arg(long = "build-arg", value_name = "K=V")]
+        build_args: Vec<String>,
+        /// Keep the image in the local store only.
+        #[arg(long)]
+        no_push: bool,
+        /// The build context.
+        dir: PathBuf,
+    },
     /// Package berth itself (its binary and the shared libraries it needs) as the demo
     /// image, whose entrypoint is `berth demo-server` on port 8080, and push it.
     Demo {
@@ -62,6 +81,13 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
         .store
         .unwrap_or_else(|| client::data_home().join("images"));
     match args.action {
+        Action::Build {
+            tag,
+            file,
+            build_args,
+            no_push,
+            dir,
+        } => build(&registry, store_dir, tag, file, build_args, no_push, dir).await,
         Action::Load { input } => load(&registry, store_dir, input).await,
         Action::Ls => list(&registry).await,
         Action::Inspect { name } => inspect(&registry, &name).await,
@@ -127,6 +153,51 @@ async fn load(registry: &RegistryClient, store_dir: PathBuf, input: PathBuf) -> 
     }
     if pushed == 0 {
         bail!("{} holds no named image", input.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn build(
+    registry: &RegistryClient,
+    store_dir: PathBuf,
+    tag: String,
+    file: Option<PathBuf>,
+    build_args: Vec<String>,
+    no_push: bool,
+    context: PathBuf,
+) -> Result<ExitCode> {
+    let reference = parse(&tag)?;
+    let build_args = build_args
+        .iter()
+        .map(|arg| match arg.split_once('=') {
+            Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+            // Docker's `--build-arg K`: the value from the environment.
+            None => std::env::var(arg)
+                .map(|v| (arg.clone(), v))
+                .with_context(|| format!("--build-arg {arg}: no =VALUE and no such env var")),
+        })
+        .collect::<Result<_>>()?;
+    let store = open_store(store_dir.clone()).await?;
+    let request = crate::build::BuildRequest {
+        dockerfile: file.unwrap_or_else(|| context.join("Dockerfile")),
+        context,
+        build_args,
+    };
+    let built = crate::build::build(registry, &store, &store_dir, request).await?;
+    {
+        let (store, reference, digest) = (store.clone(), reference.clone(), built.digest.clone());
+        tokio::task::spawn_blocking(move || store.tag(&reference, &digest)).await??;
+    }
+    let cached = if built.all_cached {
+        " (all steps cached)"
+    } else {
+        ""
+    };
+    println!("Successfully built {}{cached}", built.digest);
+    println!("Successfully tagged {}", short_name(&reference));
+    if !no_push {
+        let digest = push(registry, &store, &reference).await?;
+        println!("Pushed: {} ({digest})", short_name(&reference));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -121,7 +121,7 @@ impl Images {
                     .await
                     .map_err(|e| PullFailure {
                         reason: "ErrImagePull",
-                        message: format!("pulling image {image:?}: {e}"),
+                        message: pull_error_message(&e),
                     })?;
                 tracing::info!(
                     %image,
@@ -170,6 +170,21 @@ impl Images {
             Ok(digest) => digest == local.top_digest,
             Err(_) => false,
         }
+    }
+}
+
+/// What a user reads in the pod's status when a pull failed: the registry's answer, and for
+/// an image the registry does not have, where images come from.
+fn pull_error_message(error: &berth_image::ImageError) -> String {
+    match error {
+        berth_image::ImageError::Registry { code, .. }
+            if code == "MANIFEST_UNKNOWN" || code == "NAME_UNKNOWN" =>
+        {
+            format!(
+                "{error} (nodes pull only from the cluster registry: push the image with `berth image load` or `berth image push`)"
+            )
+        }
+        _ => error.to_string(),
     }
 }
 

@@ -710,10 +710,16 @@ async fn start(
     };
     let id = instance_id(uid, &slot.spec.name, restart);
     let log_path = log_path(context, uid, &slot.spec.name, restart);
-    prune_logs(&log_path, restart);
-    if let Some(dir) = log_path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
+    blocking({
+        let log_path = log_path.clone();
+        move || {
+            prune_logs(&log_path, restart);
+            if let Some(dir) = log_path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+        }
+    })
+    .await;
     let request = StartRequest {
         id: id.clone(),
         spec,
