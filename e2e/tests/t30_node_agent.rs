@@ -698,3 +698,47 @@ fn t99_twenty_containers_of_one_image_store_its_layer_once() {
     );
     assert!(uppers < 100_000, "upper dirs hold {uppers} B");
 }
+
+#[test]
+fn t96_an_image_built_from_a_dockerfile_runs() {
+    let node = node();
+    let context = node.cluster.env.root.path().join("build-context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("hello.txt"), "hello from a Dockerfile\n").unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nCOPY hello.txt /app/\nWORKDIR /app\nENV WHO=berth\n\
+         RUN echo \"built by $WHO\" >> hello.txt\n\
+         CMD [\"sh\", \"-c\", \"cat hello.txt; exec sleep 3617\"]\n",
+    )
+    .unwrap();
+    let store = node.cluster.env.root.path().join("build-store");
+    // RUN makes containers: like the agent, the build must see the machine's cgroup mounts,
+    // which `ip netns exec` would hide.
+    let built = node.cluster.network.hosts[0]
+        .command_sharing_mounts(&berth_e2e::cluster::berth_binary())
+        .args(["image", "build", "--store", store.to_str().unwrap()])
+        .args(["-t", "built:v1", context.to_str().unwrap()])
+        .args(["--server", &node.cluster.addr(0)])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    node.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: built
+spec:
+  nodeName: node-1
+  containers:
+  - name: main
+    image: built:v1
+"#,
+    );
+    node.wait_running("built");
+    assert!(eventually(Duration::from_secs(10), || {
+        node.berth(&["logs", "built"]).stdout() == "hello from a Dockerfile\nbuilt by berth\n"
+    }));
+    let pwd = node.exec("built", &["pwd"]).ok().stdout();
+    assert_eq!(pwd.trim(), "/app");
+}
