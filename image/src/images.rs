@@ -223,9 +223,16 @@ impl ImageStore {
     /// index, manifest, config and layers). In-progress imports hold `gc.lock` shared, so
     /// GC waits for them; temp files of in-progress writes are never touched.
     pub fn gc(&self) -> Result<GcReport> {
+        self.gc_keeping(&[])
+    }
+
+    /// [`gc`](Self::gc), also keeping the images `in_use` (manifest or index digests) whose
+    /// records now point elsewhere: a node's running containers still stand on their layers
+    /// after a newer image took their tag.
+    pub fn gc_keeping(&self, in_use: &[Digest]) -> Result<GcReport> {
         let _lock = self.lock("gc.lock", FlockArg::LockExclusive)?;
         let mut keep = HashSet::new();
-        for digest in self.images()?.values() {
+        for digest in self.images()?.values().chain(in_use) {
             self.collect_refs(digest, &mut keep);
         }
         let mut report = GcReport::default();

@@ -31,6 +31,12 @@ fn gc_keeps_referenced_removes_unreferenced() {
     assert!(!images.content().has(&stray));
 
     assert!(images.untag(&Reference::parse("other:1").unwrap()).unwrap());
+    // A container still standing on the untagged image keeps it.
+    let report = images
+        .gc_keeping(std::slice::from_ref(&dropped.top_digest))
+        .unwrap();
+    assert!(report.blobs_removed.is_empty() && report.layers_removed.is_empty());
+    assert!(dropped_dirs[0].is_dir());
     let report = images.gc().unwrap();
     // manifest + config + 1 layer blob, and its unpacked layer dir.
     assert_eq!(report.blobs_removed.len(), 3, "{report:?}");

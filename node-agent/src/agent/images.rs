@@ -12,8 +12,9 @@ use crate::runtime::spec::ImageConfig;
 use berth_image::registry::RegistryClient;
 use berth_image::{ImageStore, Reference, ResolvedImage};
 use k8s_openapi::api::core::v1::Container;
+use oci_spec::image::Digest;
 use oci_spec::image::ImageConfiguration;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -67,6 +68,9 @@ pub struct Images {
     registry: RegistryClient,
     /// One lock per reference: concurrent pods of one image share its pull.
     pulls: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Images handed to containers since the last collection: kept by it even if no
+    /// container record names them yet.
+    handed_out: Mutex<HashSet<Digest>>,
 }
 
 impl Images {
@@ -75,6 +79,7 @@ impl Images {
             store: ImageStore::open(root)?,
             registry,
             pulls: Mutex::default(),
+            handed_out: Mutex::default(),
         })
     }
 
@@ -143,11 +148,49 @@ impl Images {
             reason: "ErrImagePull",
             message: format!("image {image:?}: {e}"),
         })?;
+        self.handed_out
+            .lock()
+            .expect("handed_out lock")
+            .insert(resolved.top_digest.clone());
         Ok(PulledImage {
             lowers,
             config: image_config(&resolved.config),
             image_id: format!("{}@{}", reference.cluster_repository(), resolved.top_digest),
         })
+    }
+
+    /// Removes blobs and layers no image record and no container uses: images whose tag
+    /// moved on (an `Always` pull of a new `:latest`) once their last container is gone.
+    /// `in_use`: the imageIDs (`REPOSITORY@sha256:...`) of the node's containers.
+    pub async fn collect_garbage(&self, in_use: Vec<String>) {
+        let mut keep: Vec<Digest> = in_use
+            .iter()
+            .filter_map(|id| id.rsplit_once('@'))
+            .filter_map(|(_, digest)| berth_image::store::parse_digest(digest).ok())
+            .collect();
+        keep.extend(std::mem::take(
+            &mut *self.handed_out.lock().expect("handed_out lock"),
+        ));
+        let store = self.store.clone();
+        let kept = keep.clone();
+        match tokio::task::spawn_blocking(move || store.gc_keeping(&kept)).await {
+            Ok(Ok(report)) => {
+                if !report.layers_removed.is_empty() || !report.blobs_removed.is_empty() {
+                    tracing::info!(
+                        layers = report.layers_removed.len(),
+                        blobs = report.blobs_removed.len(),
+                        "removed unused image data"
+                    );
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("image garbage collection: {e}"),
+            Err(e) => tracing::warn!("image garbage collection: {e}"),
+        }
+        // What was handed out during the collection stays protected until the next one.
+        self.handed_out
+            .lock()
+            .expect("handed_out lock")
+            .extend(keep);
     }
 
     /// The node's copy of an image, if it has one.

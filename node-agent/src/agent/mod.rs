@@ -134,6 +134,7 @@ pub async fn run(
     );
     let reporter = tokio::spawn(report_statuses(api.clone(), status_queue));
     let heartbeat = tokio::spawn(heartbeat(api.clone(), config.name.clone()));
+    let image_gc = tokio::spawn(collect_image_garbage(context.clone()));
     // The first `api: ADDR`-like line says the agent serves (scripts and tests read it).
     println!("agent: {}", config.listen);
 
@@ -144,7 +145,22 @@ pub async fn run(
     service.abort();
     reporter.abort();
     heartbeat.abort();
+    image_gc.abort();
     Ok(())
+}
+
+/// How often the node removes image data nothing uses any more.
+const IMAGE_GC_INTERVAL: Duration = Duration::from_secs(600);
+
+async fn collect_image_garbage(context: Arc<NodeContext>) {
+    loop {
+        tokio::time::sleep(IMAGE_GC_INTERVAL).await;
+        let ctx = context.clone();
+        let in_use = tokio::task::spawn_blocking(move || pod::images_in_use(&ctx))
+            .await
+            .unwrap_or_default();
+        context.images.collect_garbage(in_use).await;
+    }
 }
 
 /// Applies the Node (the control plane assigns its pod subnet) and reports its status.

@@ -133,6 +133,28 @@ fn load_record(context: &NodeContext, uid: &str, container: &str) -> Option<Cont
     serde_json::from_slice(&bytes).ok()
 }
 
+/// The imageIDs the node's container records name (blocking: reads every record).
+pub fn images_in_use(context: &NodeContext) -> Vec<String> {
+    let mut ids = Vec::new();
+    for pod in std::fs::read_dir(context.pods_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for file in std::fs::read_dir(pod.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let record = std::fs::read(file.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ContainerRecord>(&b).ok());
+            ids.extend(record.and_then(|r| r.image_id));
+        }
+    }
+    ids
+}
+
 /// Writes a container's record durably (off the async threads).
 async fn save_record(
     context: &Arc<NodeContext>,
