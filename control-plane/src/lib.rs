@@ -10,15 +10,19 @@
 //! - [`store`]: objects, revisions and watch history in redb; the pure rules of apply/delete.
 //! - [`raft`]: openraft's log, state machine, and network over tonic.
 //! - [`api`]: the gRPC API server.
+//! - [`scheduler`]: the pure decisions of where pending pods go (filter, then score).
+//! - [`controllers`]: the leader's ReplicaSet and Deployment controllers, as pure deciders.
 //! - [`registry`]: the image registry (OCI distribution API) every member serves.
 //! - [`member`]: one control-plane member: opens its data dir, starts Raft, serves gRPC and
 //!   the registry on one address.
 
 pub mod api;
+pub mod controllers;
 pub mod member;
 pub mod membership;
 pub mod raft;
 pub mod registry;
+pub mod scheduler;
 pub mod store;
 
 pub use member::{Member, MemberConfig, MemberError};
