@@ -418,3 +418,80 @@ fn t40_blobs_uploaded_to_one_member_serve_a_manifest_pushed_to_another() {
         }
     }
 }
+
+#[test]
+fn t50_a_member_that_lacks_a_blob_streams_it_to_every_reader_while_it_fetches_it() {
+    isolate_network();
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.network.hosts[0].enter();
+    // Member 2 is down while the blob is pushed: the push needs (and gets) members 0 and 1.
+    cluster.kill(2);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let blob: Vec<u8> = (0..24 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let blob_digest = digest(&blob);
+    request(
+        &cluster.addr(0),
+        "POST",
+        &format!("/v2/app/blobs/uploads/?digest={blob_digest}"),
+        &blob,
+    )
+    .unwrap()
+    .expect(201);
+    cluster.restart(2);
+    let stored = cluster
+        .data_dir(2)
+        .join("registry/blobs")
+        .join(blob_digest.replace(':', "/"));
+    assert!(
+        !stored.exists(),
+        "member 2 was down when the blob was pushed"
+    );
+
+    // Readers at once, one of which hangs up after the first bytes: each that stays gets
+    // the blob whole, and the fetch they share is not cut short by the one that left.
+    let addr = cluster.addr(2);
+    let path = format!("/v2/app/blobs/{blob_digest}");
+    let quitter = {
+        let (addr, path) = (addr.clone(), path.clone());
+        std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(&addr).unwrap();
+            write!(stream, "GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").unwrap();
+            let mut first = [0u8; 4096];
+            stream.read_exact(&mut first).unwrap();
+        })
+    };
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (addr, path) = (addr.clone(), path.clone());
+            std::thread::spawn(move || request(&addr, "GET", &path, b"").unwrap())
+        })
+        .collect();
+    quitter.join().unwrap();
+    for reader in readers {
+        let reply = reader.join().unwrap().expect(200);
+        assert_eq!(
+            reply.header("content-length"),
+            Some(blob.len().to_string().as_str())
+        );
+        assert!(reply.body == blob, "a reader got the blob whole");
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || stored.exists()),
+        "member 2 stored the blob it fetched"
+    );
+    let uploads = cluster.data_dir(2).join("registry/uploads");
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::read_dir(&uploads)
+            .unwrap()
+            .next()
+            .is_none()),
+        "no upload file is left behind"
+    );
+}

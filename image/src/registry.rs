@@ -67,10 +67,16 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \
     application/vnd.docker.distribution.manifest.v2+json";
-/// Longest wait for the answer to a request whose body is small.
+/// Longest wait for the answer to a small request the registry answers at once.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest wait for the next bytes of a blob being downloaded.
+/// Longest a blob transfer may go without moving: a request body the registry stops
+/// reading, a blob GET without its answer or its next bytes.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait, after the last byte sent, for the answer to a request whose work at the
+/// registry grows with the blobs: finishing an upload (the file is synced), a manifest PUT
+/// (the registry waits, up to 10 min, until a majority of its members hold every blob).
+/// TCP keepalives notice a member that went away sooner.
+const SLOW_ANSWER_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Blobs moved at once by a pull or a push.
 const PARALLEL_BLOBS: usize = 3;
 /// Blobs bigger than this are uploaded in PATCH chunks of this size.
@@ -114,6 +120,15 @@ pub struct RegistryClient {
     preferred: Arc<AtomicUsize>,
     chunk_size: u64,
     page_size: usize,
+    timeouts: Timeouts,
+}
+
+/// How long requests may go without progress (see the constants).
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    answer: Duration,
+    idle: Duration,
+    slow_answer: Duration,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -144,6 +159,11 @@ impl RegistryClient {
             preferred: Arc::new(AtomicUsize::new(0)),
             chunk_size: DEFAULT_CHUNK_SIZE,
             page_size: DEFAULT_PAGE_SIZE,
+            timeouts: Timeouts {
+                answer: ANSWER_TIMEOUT,
+                idle: IDLE_TIMEOUT,
+                slow_answer: SLOW_ANSWER_TIMEOUT,
+            },
         }
     }
 
@@ -179,7 +199,7 @@ impl RegistryClient {
                         .request(&addr, Method::HEAD, path)?
                         .header(ACCEPT, MANIFEST_ACCEPT);
                     let response = self
-                        .send(&addr, finish(request, empty()), Some(ANSWER_TIMEOUT))
+                        .send(&addr, finish(request, empty()), self.timeouts.answer)
                         .await?;
                     let response = check(&addr, response, subject).await?;
                     Ok(header_str(response.headers(), "docker-content-digest").map(str::to_owned))
@@ -216,7 +236,7 @@ impl RegistryClient {
                     .request(&addr, Method::GET, path)?
                     .header(ACCEPT, MANIFEST_ACCEPT);
                 let response = self
-                    .send(&addr, finish(request, empty()), Some(ANSWER_TIMEOUT))
+                    .send(&addr, finish(request, empty()), self.timeouts.answer)
                     .await?;
                 let response = check(&addr, response, subject).await?;
                 let announced =
@@ -281,7 +301,7 @@ impl RegistryClient {
             async move {
                 let request = self.request(&addr, Method::GET, path)?;
                 let response = self
-                    .send(&addr, finish(request, empty()), Some(ANSWER_TIMEOUT))
+                    .send(&addr, finish(request, empty()), self.timeouts.idle)
                     .await?;
                 let response = check(&addr, response, subject).await?;
                 if let Some(size) = content_length(response.headers()).filter(|s| *s > limit) {
@@ -504,7 +524,7 @@ impl RegistryClient {
             async move {
                 let request = self.request(&addr, Method::DELETE, path)?;
                 let response = self
-                    .send(&addr, finish(request, empty()), Some(ANSWER_TIMEOUT))
+                    .send(&addr, finish(request, empty()), self.timeouts.answer)
                     .await?;
                 check(&addr, response, subject).await.map(drop)
             }
@@ -567,7 +587,7 @@ impl RegistryClient {
                         .request(&addr, Method::POST, path)?
                         .header(CONTENT_LENGTH, 0);
                     let response = self
-                        .send(&addr, finish(request, empty()), Some(ANSWER_TIMEOUT))
+                        .send(&addr, finish(request, empty()), self.timeouts.answer)
                         .await?;
                     let response = check(&addr, response, subject).await?;
                     if response.status() != StatusCode::CREATED {
@@ -594,7 +614,7 @@ impl RegistryClient {
             async move {
                 let request = self.request(&addr, Method::HEAD, path)?;
                 let response = self
-                    .send(&addr, finish(request, empty()), Some(ANSWER_TIMEOUT))
+                    .send(&addr, finish(request, empty()), self.timeouts.answer)
                     .await?;
                 if response.status() == StatusCode::NOT_FOUND {
                     return Ok(false);
@@ -624,7 +644,7 @@ impl RegistryClient {
                     .map_err(|never| match never {})
                     .boxed_unsync();
                 let response = self
-                    .send(&addr, finish(request, body), Some(ANSWER_TIMEOUT))
+                    .send(&addr, finish(request, body), self.timeouts.slow_answer)
                     .await?;
                 let response = check(&addr, response, subject).await?;
                 match header_str(response.headers(), "docker-content-digest") {
@@ -659,7 +679,7 @@ impl RegistryClient {
             async move {
                 let request = self.request(&addr, Method::GET, path)?;
                 let response = self
-                    .send(&addr, finish(request, empty()), Some(ANSWER_TIMEOUT))
+                    .send(&addr, finish(request, empty()), self.timeouts.idle)
                     .await?;
                 let response = check(&addr, response, subject).await?;
                 if let Some(len) = content_length(response.headers()).filter(|l| *l != size) {
@@ -681,10 +701,9 @@ impl RegistryClient {
                     let mut body = response.into_body();
                     let mut received = 0u64;
                     let failure = loop {
-                        match tokio::time::timeout(IDLE_TIMEOUT, body.frame()).await {
-                            Err(_) => {
-                                break Some(format!("no data for {} s", IDLE_TIMEOUT.as_secs()))
-                            }
+                        let idle = self.timeouts.idle;
+                        match tokio::time::timeout(idle, body.frame()).await {
+                            Err(_) => break Some(format!("no data for {} s", idle.as_secs())),
                             Ok(None) => break None,
                             Ok(Some(Err(e))) => break Some(root_cause(&e)),
                             Ok(Some(Ok(frame))) => {
@@ -745,7 +764,7 @@ impl RegistryClient {
                         .request(&addr, Method::POST, start)?
                         .header(CONTENT_LENGTH, 0);
                     let response = self
-                        .send(&addr, finish(request, empty()), Some(ANSWER_TIMEOUT))
+                        .send(&addr, finish(request, empty()), self.timeouts.answer)
                         .await?;
                     let response = check(&addr, response, subject).await?;
                     let mut location = upload_location(&addr, &response)?;
@@ -762,6 +781,7 @@ impl RegistryClient {
                                 None,
                                 tracker,
                                 &sent,
+                                self.timeouts.slow_answer,
                             )
                             .await?;
                         return check(&addr, response, subject).await.map(drop);
@@ -780,6 +800,7 @@ impl RegistryClient {
                                 Some(range),
                                 tracker,
                                 &sent,
+                                self.timeouts.answer,
                             )
                             .await?;
                         let response = check(&addr, response, subject).await?;
@@ -791,7 +812,7 @@ impl RegistryClient {
                         .request(&addr, Method::PUT, &put)?
                         .header(CONTENT_LENGTH, 0);
                     let response = self
-                        .send(&addr, finish(request, empty()), Some(ANSWER_TIMEOUT))
+                        .send(&addr, finish(request, empty()), self.timeouts.slow_answer)
                         .await?;
                     check(&addr, response, subject).await.map(drop)
                 }
@@ -810,7 +831,8 @@ impl RegistryClient {
 
     /// Send `range` of a local blob as a request body, read from disk on a blocking thread.
     /// A whole blob is read through the verifying reader: corrupt local content aborts the
-    /// request rather than being pushed.
+    /// request rather than being pushed. `answer` is how long the registry may take to
+    /// answer once the body is sent.
     #[allow(clippy::too_many_arguments)]
     async fn send_blob(
         &self,
@@ -822,6 +844,7 @@ impl RegistryClient {
         content_range: Option<String>,
         tracker: &Tracker<'_>,
         sent: &AtomicU64,
+        answer: Duration,
     ) -> Result<Response<Incoming>> {
         let len = range.end - range.start;
         let whole = range.start == 0 && content_range.is_none();
@@ -850,8 +873,20 @@ impl RegistryClient {
             request = request.header("content-range", range);
         }
         let body = ChannelBody { rx: body_rx, len }.boxed_unsync();
-        let (response, (), read) =
-            tokio::join!(self.send(addr, finish(request, body), None), pump, reader);
+        // The exchange ends the pump: a request given up must not wait for a body the
+        // registry stopped reading.
+        let exchange = async {
+            let send = self.send(addr, finish(request, body), answer);
+            tokio::pin!(send, pump);
+            let mut pumping = true;
+            loop {
+                tokio::select! {
+                    response = &mut send => break response,
+                    () = &mut pump, if pumping => pumping = false,
+                }
+            }
+        };
+        let (response, read) = tokio::join!(exchange, reader);
         // A local failure (unreadable or corrupt blob) explains a failed request best.
         read?;
         response
@@ -876,7 +911,7 @@ impl RegistryClient {
                     async move {
                         let request = self.request(&addr, Method::GET, path)?;
                         let response = self
-                            .send(&addr, finish(request, empty()), Some(ANSWER_TIMEOUT))
+                            .send(&addr, finish(request, empty()), self.timeouts.answer)
                             .await?;
                         let response = check(&addr, response, subject).await?;
                         let link = response
@@ -954,24 +989,35 @@ impl RegistryClient {
             .header(USER_AGENT, USER_AGENT_VALUE))
     }
 
+    /// Send `request` and wait for the answer's head. The wait is for progress, not for
+    /// the whole exchange: the request body may take as long as it keeps moving (it may not
+    /// stall for the idle timeout), then the answer may take `answer` after its last byte.
     async fn send(
         &self,
         addr: &str,
         request: Request<Body>,
-        timeout: Option<Duration>,
+        answer: Duration,
     ) -> Result<Response<Incoming>> {
         let unreachable = |reason: String| ImageError::RegistryUnreachable {
             addr: addr.to_owned(),
             reason,
         };
-        let answer = self.http.request(request);
-        let response = match timeout {
-            Some(limit) => tokio::time::timeout(limit, answer)
-                .await
-                .map_err(|_| unreachable(format!("no answer within {} s", limit.as_secs())))?,
-            None => answer.await,
-        };
-        response.map_err(|e| unreachable(root_cause(&e)))
+        let body_sent = http_body::Body::is_end_stream(request.body());
+        let activity = Arc::new(Activity::new(body_sent));
+        let request = request.map(|inner| {
+            Watched {
+                inner,
+                activity: activity.clone(),
+                sent: 0,
+            }
+            .boxed_unsync()
+        });
+        tokio::select! {
+            response = self.http.request(request) => {
+                response.map_err(|e| unreachable(root_cause(&e)))
+            }
+            reason = activity.stalled(self.timeouts.idle, answer) => Err(unreachable(reason)),
+        }
     }
 }
 
@@ -1137,6 +1183,83 @@ fn read_blob_range(
         let _ = tx.blocking_send(Err(io::Error::other(error.to_string())));
     }
     result
+}
+
+/// When a request last made progress (a body frame went out), and whether its body is
+/// all sent (then the registry's answer is what is waited for).
+struct Activity {
+    state: Mutex<(tokio::time::Instant, bool)>,
+}
+
+impl Activity {
+    fn new(body_sent: bool) -> Self {
+        Self {
+            state: Mutex::new((tokio::time::Instant::now(), body_sent)),
+        }
+    }
+
+    fn moved(&self, body_sent: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *state = (tokio::time::Instant::now(), state.1 || body_sent);
+    }
+
+    /// Resolves, with the reason, once the body did not move for `idle`, or the answer did
+    /// not come within `answer` of the body's end.
+    async fn stalled(&self, idle: Duration, answer: Duration) -> String {
+        loop {
+            let (last, body_sent) = *self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let limit = if body_sent { answer } else { idle };
+            let deadline = last + limit;
+            if tokio::time::Instant::now() >= deadline {
+                return if body_sent {
+                    format!("no answer within {} s", limit.as_secs())
+                } else {
+                    format!("the request body did not move for {} s", limit.as_secs())
+                };
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// A request body that tells its [`Activity`] when it moves.
+struct Watched {
+    inner: Body,
+    activity: Arc<Activity>,
+    sent: u64,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, io::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                self.sent += len;
+                // hyper may not ask again once a body of known length is all sent.
+                let whole =
+                    self.inner.is_end_stream() || self.inner.size_hint().exact() == Some(self.sent);
+                self.activity.moved(whole);
+            }
+            Poll::Ready(None) => self.activity.moved(true),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A request body fed from a channel.
@@ -1488,6 +1611,7 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn error_bodies() {
@@ -1645,6 +1769,117 @@ mod tests {
         send(client.pull(&store, &reference, |_| {}));
         send(client.push(&store, &reference, &reference, |_| {}));
         send(client.remote_digest(&reference));
+    }
+
+    /// A registry on loopback that reads each request head, then lets `answer` handle the
+    /// connection (one thread per connection).
+    fn fake_registry(
+        answer: impl Fn(&str, &mut std::net::TcpStream, u64) + Send + Sync + Clone + 'static,
+    ) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let (Ok(mut stream), answer) = (stream, answer.clone()) else {
+                    return;
+                };
+                std::thread::spawn(move || loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if stream.read(&mut byte).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    let request_line = head.lines().next().unwrap_or_default().to_owned();
+                    answer(&request_line, &mut stream, length);
+                });
+            }
+        });
+        addr
+    }
+
+    fn quick_client(addr: String) -> RegistryClient {
+        let http: HttpClient = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let mut client = RegistryClient::new(http, [addr]);
+        client.timeouts = Timeouts {
+            answer: Duration::from_millis(300),
+            idle: Duration::from_millis(300),
+            slow_answer: Duration::from_secs(10),
+        };
+        client
+    }
+
+    #[tokio::test]
+    async fn a_manifest_put_may_take_long_a_small_request_not() {
+        let addr = fake_registry(|request, stream, length| {
+            std::io::copy(&mut (&*stream).take(length), &mut std::io::sink()).unwrap();
+            // The registry copies blobs to its members before it acknowledges a manifest.
+            std::thread::sleep(Duration::from_millis(1200));
+            let status = if request.starts_with("put") {
+                "201 Created"
+            } else {
+                "200 OK"
+            };
+            let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+            let _ = stream.write_all(answer.as_bytes());
+        });
+        let client = quick_client(addr);
+        let bytes = Bytes::from_static(br#"{"schemaVersion":2}"#);
+        let manifest = RemoteManifest {
+            digest: digest_of(&bytes),
+            media_type: MediaType::ImageManifest.to_string(),
+            bytes,
+        };
+        client.put_manifest("app", "v1", &manifest).await.unwrap();
+        let err = client.has_blob("app", &digest_of(b"x")).await.unwrap_err();
+        assert!(err.to_string().contains("no answer within"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_upload_the_registry_stops_reading_is_given_up() {
+        let addr = fake_registry(|request, stream, _| {
+            if request.starts_with("post") {
+                let answer = "HTTP/1.1 202 Accepted\r\nlocation: /v2/app/blobs/uploads/u1\r\n\
+                              content-length: 0\r\n\r\n";
+                stream.write_all(answer.as_bytes()).unwrap();
+            } else {
+                // Never reads the body (nor answers): the client's socket buffers fill.
+                std::thread::sleep(Duration::from_secs(20));
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let content = ContentStore::open(dir.path()).unwrap();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let blob: Vec<u8> = (0..48 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let digest = content.write_bytes(&blob).unwrap();
+        let desc = Descriptor::new(MediaType::ImageLayerGzip, blob.len() as u64, digest);
+        let client = quick_client(addr).with_chunk_size(64 << 20);
+        let tracker = Tracker::new(|_| {}, Progress::default());
+        let started = std::time::Instant::now();
+        let err = client
+            .upload_blob(&content, "app", &desc, &tracker)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("did not move"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "given up when it stalled"
+        );
     }
 
     #[tokio::test]

@@ -193,6 +193,35 @@ impl ContentStore {
         Ok(written)
     }
 
+    /// [`ContentStore::adopt`] for a file whose content the caller hashed as it wrote it
+    /// (`hashed`, over its first `len` bytes): no second read of the file. A file that is
+    /// no longer `len` bytes long is hashed again instead. Returns the blob size.
+    pub fn adopt_hashed(
+        &self,
+        path: &Path,
+        expected: &Digest,
+        hashed: &Digest,
+        len: u64,
+    ) -> Result<u64> {
+        let final_path = self.blob_path(expected)?;
+        let on_disk = match fs::metadata(path) {
+            Ok(m) => m.len(),
+            Err(e) => return Err(e).ctx(|| format!("stat {}", path.display())),
+        };
+        if on_disk != len {
+            return self.adopt(path, expected);
+        }
+        if hashed != expected {
+            let _ = fs::remove_file(path);
+            return Err(ImageError::DigestMismatch {
+                expected: expected.to_string(),
+                actual: hashed.to_string(),
+            });
+        }
+        self.commit(path, &final_path)?;
+        Ok(len)
+    }
+
     fn write_temp(&self, mut reader: impl Read) -> Result<(PathBuf, Digest, u64)> {
         let tmp_path = self.tmp.join(unique_name("blob"));
         let file = OpenOptions::new()
@@ -421,6 +450,34 @@ mod tests {
         fs::write(&upload, b"layer").unwrap();
         let digest = digest_of(b"layer");
         assert_eq!(store.adopt(&upload, &digest).unwrap(), 5);
+        assert!(!upload.exists());
+        assert_eq!(store.read_all(&digest, 100).unwrap(), b"layer");
+    }
+
+    #[test]
+    fn adopt_hashed_trusts_the_hash_only_for_the_length_it_covers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let upload = dir.path().join("upload");
+        let digest = digest_of(b"layer");
+
+        fs::write(&upload, b"layer").unwrap();
+        let err = store
+            .adopt_hashed(&upload, &digest, &digest_of(b"other"), 5)
+            .unwrap_err();
+        assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+        assert!(!upload.exists(), "a mismatching upload is removed");
+
+        // The file grew past what was hashed: it is hashed again, and refused.
+        fs::write(&upload, b"layer!").unwrap();
+        let err = store
+            .adopt_hashed(&upload, &digest, &digest, 5)
+            .unwrap_err();
+        assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+        assert!(store.list().unwrap().is_empty());
+
+        fs::write(&upload, b"layer").unwrap();
+        assert_eq!(store.adopt_hashed(&upload, &digest, &digest, 5).unwrap(), 5);
         assert!(!upload.exists());
         assert_eq!(store.read_all(&digest, 100).unwrap(), b"layer");
     }

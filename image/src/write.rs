@@ -76,26 +76,32 @@ fn write_layer(store: &ContentStore, dir: &Path, source: Source) -> Result<Layer
         });
     }
     let (tx, rx) = sync_channel(4);
-    let (stored, diff_id) = std::thread::scope(|scope| {
+    let (stored, diff_id, store_stopped) = std::thread::scope(|scope| {
         let writer = scope.spawn(move || {
             let mut sink = ChunkWriter {
                 tx,
                 buf: Vec::with_capacity(CHUNK),
+                store_stopped: false,
             };
             let result = write_layer_tar(dir, source, &mut sink);
+            let store_stopped = sink.store_stopped;
             match &result {
                 Ok(_) => sink.finish(),
                 Err(e) => sink.fail(e),
             }
-            result
+            (result, store_stopped)
         });
         let stored = store.ingest(ChunkReader::new(rx), None);
-        let diff_id = writer.join().expect("layer writer does not panic");
-        (stored, diff_id)
+        let (diff_id, store_stopped) = writer.join().expect("layer writer does not panic");
+        (stored, diff_id, store_stopped)
     });
-    // The writer's error says what went wrong; the store only saw the stream stop.
-    let diff_id = diff_id?;
-    let (digest, size) = stored?;
+    let (diff_id, (digest, size)) = match (diff_id, stored) {
+        // The store stopped reading (a full disk): the writer only saw a broken pipe.
+        (Err(_), Err(store_error)) if store_stopped => return Err(store_error),
+        // Otherwise the writer's error says what went wrong; the store only saw the
+        // stream stop.
+        (diff_id, stored) => (diff_id?, stored?),
+    };
     tracing::debug!(dir = %dir.display(), layer = %digest, size, "layer written");
     Ok(LayerDescriptor {
         descriptor: Descriptor::new(MediaType::ImageLayerGzip, size, digest),
@@ -274,24 +280,39 @@ fn xattr(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
     let c_name = std::ffi::CString::new(name)
         .map_err(io::Error::from)
         .ctx(ctx)?;
-    let mut buf = [0u8; 256];
-    // SAFETY: both strings are NUL-terminated and outlive the call; `buf` is writable for
-    // `buf.len()` bytes.
-    let n = unsafe {
-        libc::lgetxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n >= 0 {
-        return Ok(Some(buf[..n as usize].to_vec()));
-    }
-    let error = io::Error::last_os_error();
-    match error.raw_os_error() {
-        Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
-        _ => Err(error).ctx(ctx),
+    // Values can be long (an overlay redirect is a path): ask for the size, then read; a
+    // value that grew in between (ERANGE) is asked for again.
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        // SAFETY: both strings are NUL-terminated and outlive the call; `buf` is writable
+        // for `buf.len()` bytes (a null pointer with size 0 only asks for the size).
+        let n = unsafe {
+            libc::lgetxattr(
+                c_path.as_ptr(),
+                c_name.as_ptr(),
+                if buf.is_empty() {
+                    std::ptr::null_mut()
+                } else {
+                    buf.as_mut_ptr().cast()
+                },
+                buf.len(),
+            )
+        };
+        if n >= 0 {
+            let n = n as usize;
+            if buf.is_empty() && n > 0 {
+                buf = vec![0u8; n];
+                continue;
+            }
+            buf.truncate(n);
+            return Ok(Some(buf));
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
+            Some(libc::ERANGE) => buf.clear(),
+            _ => return Err(error).ctx(ctx),
+        }
     }
 }
 
@@ -411,6 +432,8 @@ enum Chunk {
 struct ChunkWriter {
     tx: SyncSender<Chunk>,
     buf: Vec<u8>,
+    /// The content store hung up (it failed): its error is the one to report.
+    store_stopped: bool,
 }
 
 impl ChunkWriter {
@@ -419,9 +442,10 @@ impl ChunkWriter {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .send(Chunk::Data(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the content store stopped"))
+        self.tx.send(Chunk::Data(chunk)).map_err(|_| {
+            self.store_stopped = true;
+            io::Error::new(io::ErrorKind::BrokenPipe, "the content store stopped")
+        })
     }
 
     fn finish(mut self) {
@@ -610,6 +634,7 @@ mod tests {
             let mut writer = ChunkWriter {
                 tx,
                 buf: Vec::new(),
+                store_stopped: false,
             };
             writer.write_all(&vec![1u8; CHUNK * 2]).unwrap();
             if failed {
@@ -624,6 +649,58 @@ mod tests {
             fs::read_dir(dir.path().join("store/tmp")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn a_failed_store_reports_its_own_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(&tree).unwrap();
+        // Incompressible, so the writer has more to send than the channel holds.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..CHUNK * 16)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        fs::write(tree.join("noise"), &noise).unwrap();
+        let store = ContentStore::open(dir.path().join("store")).unwrap();
+        // The store cannot write (as a full disk would not): the writer's broken pipe must
+        // not hide that.
+        fs::remove_dir_all(dir.path().join("store/tmp")).unwrap();
+        let err = layer_from_dir(&store, &tree).unwrap_err();
+        assert!(
+            err.to_string().contains("store/tmp"),
+            "the store's error is reported: {err}"
+        );
+    }
+
+    #[test]
+    fn long_xattr_values_are_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("renamed");
+        fs::create_dir(&path).unwrap();
+        let value = format!("/{}", "long-directory-name/".repeat(40));
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: NUL-terminated strings and a value buffer, all live across the call.
+        let rc = unsafe {
+            libc::lsetxattr(
+                c_path.as_ptr(),
+                c"trusted.overlay.redirect".as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "setxattr: {}", io::Error::last_os_error());
+        assert_eq!(
+            xattr(&path, "trusted.overlay.redirect").unwrap(),
+            Some(value.into_bytes())
+        );
+        assert_eq!(xattr(&path, "trusted.overlay.opaque").unwrap(), None);
     }
 
     #[test]

@@ -88,7 +88,9 @@ pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 /// An HTTP/1.1 client for the registry API every member serves on its API address (plain
 /// HTTP until mutual TLS lands here): TCP_NODELAY, a short connect timeout, and a pool that
 /// keeps a few idle connections per member so a pull's many blob requests reuse them. `B` is
-/// the request body type (the registry client streams blobs through its own).
+/// the request body type (the registry client streams blobs through its own). TCP keepalives
+/// notice within half a minute a member that went away while a slow answer (a manifest PUT)
+/// is awaited.
 pub fn http_client<B>(
 ) -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, B>
 where
@@ -98,6 +100,9 @@ where
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(3)));
+    connector.set_keepalive(Some(Duration::from_secs(10)));
+    connector.set_keepalive_interval(Some(Duration::from_secs(5)));
+    connector.set_keepalive_retries(Some(3));
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(8)

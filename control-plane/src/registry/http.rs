@@ -1,11 +1,18 @@
 //! The distribution-spec endpoints over HTTP: one axum handler that reads the endpoint from
 //! the path (names contain slashes) and answers with the spec's statuses, headers and error
 //! bodies.
+//!
+//! No handler does whole-blob work between members itself: a finished upload starts its
+//! copies to the other members in the background, a manifest PUT waits for those copies,
+//! a blob GET on a member that lacks the blob streams it while it is fetched, a mount only
+//! asks whether some member has it (see `copies`).
 
+use super::copies::{self, Fetch};
 use super::errors::{ErrorCode, RegistryError};
 use super::manifest::{self, Descriptor};
 use super::names::{self, Route};
 use super::Registry;
+use crate::raft::MemberId;
 use crate::store::{Command, CommandResult, StoreError, StoredManifest};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -14,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use berth_image::MAX_DOCUMENT_SIZE;
 use futures::StreamExt;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 const API_VERSION: &str = "docker-distribution-api-version";
@@ -114,18 +121,18 @@ async fn handle(registry: &Arc<Registry>, request: Request) -> Result<Response, 
             "blobs are not deleted one by one: delete the manifests that use them",
         )),
         Route::Upload { name, id: None } if *method == Method::POST => {
-            start_upload(registry, &name, query, body).await
+            start_upload(registry, &name, query, &parts.headers, body).await
         }
         Route::Upload { name, id: Some(id) } => match *method {
             Method::PATCH => append_chunk(registry, &name, &id, &parts.headers, body).await,
-            Method::PUT => finish_upload(registry, &name, &id, query, body).await,
+            Method::PUT => finish_upload(registry, &name, &id, query, &parts.headers, body).await,
             Method::GET => {
                 let size = registry.blobs.upload_size(&id).await?;
                 Ok(upload_progress(StatusCode::NO_CONTENT, &name, &id, size))
             }
             Method::DELETE => {
-                let _held = registry.blobs.lock_upload(&id).await;
-                registry.blobs.cancel_upload(&id).await?;
+                let held = registry.blobs.lock_upload(&id).await?;
+                registry.blobs.cancel_upload(held).await?;
                 Ok(respond(StatusCode::NO_CONTENT, &[], Body::empty()))
             }
             _ => Err(unsupported(method, path)),
@@ -167,6 +174,23 @@ fn checked_digest(digest: &str) -> Result<(), RegistryError> {
         .map_err(|e| RegistryError::digest_invalid(e.to_string(), digest))
 }
 
+/// Refuses, before reading it, a request body that announces more than a blob may hold.
+fn within_blob_limit(registry: &Registry, headers: &HeaderMap) -> Result<(), RegistryError> {
+    let limit = registry.blobs.max_blob_size();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(declared) if declared > limit => Err(RegistryError::new(
+            ErrorCode::SizeInvalid,
+            format!("{declared} bytes is over the registry's limit of {limit} bytes for a blob"),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)),
+        _ => Ok(()),
+    }
+}
+
 /// PATCH `/v2/<name>/blobs/uploads/<id>`: the next chunk of an upload. A Content-Range, if
 /// given, must continue the upload where it ends.
 async fn append_chunk(
@@ -192,10 +216,11 @@ async fn append_chunk(
         ),
         None => None,
     };
-    let _held = registry.blobs.lock_upload(id).await;
+    within_blob_limit(registry, headers)?;
+    let mut held = registry.blobs.lock_upload(id).await?;
     let size = registry
         .blobs
-        .append(id, body.into_data_stream(), range)
+        .append(&mut held, body.into_data_stream(), range)
         .await?;
     Ok(upload_progress(StatusCode::ACCEPTED, name, id, size))
 }
@@ -206,19 +231,23 @@ async fn start_upload(
     registry: &Arc<Registry>,
     name: &str,
     query: Option<&str>,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, RegistryError> {
     if let Some(mount) = names::query_param(query, "mount") {
-        // Blobs are global: a mount succeeds whenever the registry holds the blob at all.
-        if checked_digest(&mount).is_ok() && registry.ensure_local(&mount).await {
+        // Blobs are global: a mount succeeds whenever some member holds the blob (a
+        // manifest PUT makes sure a majority does).
+        if checked_digest(&mount).is_ok() && registry.blob_size(&mount).await.is_some() {
             return Ok(blob_created(name, &mount));
         }
     } else if let Some(digest) = names::query_param(query, "digest") {
         checked_digest(&digest)?;
+        within_blob_limit(registry, headers)?;
         registry
             .blobs
             .receive(&digest, None, body.into_data_stream())
             .await?;
+        registry.copies.replicate(&digest);
         return Ok(blob_created(name, &digest));
     }
     let id = registry.blobs.start_upload().await?;
@@ -226,12 +255,13 @@ async fn start_upload(
 }
 
 /// PUT `/v2/<name>/blobs/uploads/<id>?digest=`: the last chunk (if any), then the blob is
-/// stored if it hashes to the digest.
+/// stored if it hashes to the digest, and its copies to the other members start.
 async fn finish_upload(
     registry: &Arc<Registry>,
     name: &str,
     id: &str,
     query: Option<&str>,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, RegistryError> {
     let digest = names::query_param(query, "digest").ok_or_else(|| {
@@ -240,21 +270,23 @@ async fn finish_upload(
             "finishing an upload needs ?digest=sha256:<hex> of its whole content",
         )
     })?;
-    let _held = registry.blobs.lock_upload(id).await;
+    within_blob_limit(registry, headers)?;
+    let mut held = registry.blobs.lock_upload(id).await?;
     if let Err(error) = checked_digest(&digest) {
-        let _ = registry.blobs.cancel_upload(id).await;
+        let _ = registry.blobs.cancel_upload(held).await;
         return Err(error);
     }
     registry
         .blobs
-        .append(id, body.into_data_stream(), None)
+        .append(&mut held, body.into_data_stream(), None)
         .await?;
-    registry.blobs.finish_upload(id, &digest).await?;
+    registry.blobs.finish_upload(held, &digest).await?;
+    registry.copies.replicate(&digest);
     Ok(blob_created(name, &digest))
 }
 
 /// GET/HEAD `/v2/<name>/blobs/<digest>`: streamed from this member; one that lacks the blob
-/// fetches it from a member that has it first (a HEAD only asks).
+/// streams it as it fetches it from a member that has it (a HEAD only asks).
 async fn get_blob(
     registry: &Arc<Registry>,
     digest: &str,
@@ -276,22 +308,54 @@ async fn get_blob(
         ]
     };
     if head {
-        let size = match registry.blobs.size(digest).await {
-            Some(size) => Some(size),
-            None => registry.peers.locate(digest).await,
-        };
-        let size = size.ok_or_else(blob_unknown)?;
+        let size = registry.blob_size(digest).await.ok_or_else(blob_unknown)?;
         return Ok(respond(StatusCode::OK, &headers(size), Body::empty()));
     }
-    if !registry.ensure_local(digest).await {
-        return Err(blob_unknown());
+    match registry.blobs.read(digest).await {
+        Ok((size, content)) => {
+            return Ok(respond(
+                StatusCode::OK,
+                &headers(size),
+                Body::from_stream(content),
+            ))
+        }
+        Err(error) if error.code == ErrorCode::BlobUnknown => {}
+        Err(error) => return Err(error),
     }
-    let (size, content) = registry.blobs.read(digest).await?;
-    Ok(respond(
-        StatusCode::OK,
-        &headers(size),
-        Body::from_stream(content),
-    ))
+    // Shared with every request for the blob, and not cancelled when this one goes.
+    let mut fetch = registry.copies.fetch(digest);
+    let state = fetch
+        .wait_for(|f| !matches!(f, Fetch::Locating))
+        .await
+        .map(|state| state.clone())
+        .map_err(|_| RegistryError::internal(format!("the fetch of blob {digest} vanished")))?;
+    match state {
+        Fetch::Receiving {
+            attempt,
+            file,
+            size,
+            ..
+        } => Ok(respond(
+            StatusCode::OK,
+            &headers(size),
+            Body::from_stream(copies::tail(fetch, attempt, file, size)),
+        )),
+        Fetch::Stored { .. } => {
+            let (size, content) = registry.blobs.read(digest).await?;
+            Ok(respond(
+                StatusCode::OK,
+                &headers(size),
+                Body::from_stream(content),
+            ))
+        }
+        Fetch::Failed {
+            held_elsewhere: true,
+            reason,
+        } => Err(RegistryError::unavailable(format!(
+            "blob {digest} is on another member, but could not be fetched from it: {reason}"
+        ))),
+        Fetch::Failed { .. } | Fetch::Locating => Err(blob_unknown()),
+    }
 }
 
 /// A manifest reference: a digest (checked) or a tag (checked).
@@ -395,8 +459,9 @@ fn blob_missing(digest: &str) -> RegistryError {
     .with_detail(json!({ "digest": digest }))
 }
 
-/// PUT `/v2/<name>/manifests/<reference>`: validated, every blob it references made to be
-/// held by a majority of the members, then stored through Raft.
+/// PUT `/v2/<name>/manifests/<reference>`: validated, every blob it references held by a
+/// majority of the members (the copies started when it was uploaded, or now), then stored
+/// through Raft.
 async fn put_manifest(
     registry: &Arc<Registry>,
     name: &str,
@@ -433,26 +498,21 @@ async fn put_manifest(
         }
     }
     let blobs = distinct_blobs(&valid.blobs)?;
-    let present = futures::future::join_all(blobs.iter().map(|(digest, size)| async move {
-        if !registry.ensure_local(digest).await {
-            return Err(blob_missing(digest));
-        }
-        match registry.blobs.size(digest).await {
-            Some(actual) if actual == *size => Ok(()),
-            Some(actual) => Err(RegistryError::new(
-                ErrorCode::ManifestInvalid,
-                format!("blob {digest} is {actual} bytes, the manifest says {size}"),
-            )
-            .with_detail(json!({ "digest": digest }))),
-            None => Err(blob_missing(digest)),
-        }
-    }));
-    present.await.into_iter().collect::<Result<Vec<()>, _>>()?;
-    let replicated = futures::future::join_all(
+    let present = futures::future::join_all(
         blobs
-            .keys()
-            .map(|digest| registry.peers.replicate(&registry.blobs, digest)),
+            .iter()
+            .map(|(digest, size)| registry.presence(digest, *size)),
     );
+    let present = present.await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let replicated = futures::future::join_all(blobs.keys().zip(present).map(
+        |(digest, presence)| async move {
+            match presence {
+                Presence::Here => registry.copies.replicated(digest, true).await,
+                Presence::Elsewhere(holders) if registry.peers.view().majority(&holders) => Ok(()),
+                Presence::Elsewhere(_) => registry.copies.replicated(digest, false).await,
+            }
+        },
+    ));
     replicated
         .await
         .into_iter()
@@ -656,9 +716,52 @@ impl Registry {
             .map_err(RegistryError::internal)
     }
 
-    /// Whether this member holds the blob, after fetching it from another member if it did
-    /// not.
-    async fn ensure_local(&self, digest: &str) -> bool {
-        self.blobs.size(digest).await.is_some() || self.peers.fetch(&self.blobs, digest).await
+    /// The blob's size here, or at the first other member that says it holds it.
+    async fn blob_size(&self, digest: &str) -> Option<u64> {
+        match self.blobs.size(digest).await {
+            Some(size) => Some(size),
+            None => self.peers.locate(digest).await,
+        }
     }
+
+    /// Where a blob a manifest references is, checked against the size the manifest gives.
+    /// The other members are asked only if this one lacks it, and only until a majority
+    /// answered that they hold it.
+    async fn presence(&self, digest: &str, size: u64) -> Result<Presence, RegistryError> {
+        let check = |actual: u64| {
+            if actual == size {
+                Ok(())
+            } else {
+                Err(RegistryError::new(
+                    ErrorCode::ManifestInvalid,
+                    format!("blob {digest} is {actual} bytes, the manifest says {size}"),
+                )
+                .with_detail(json!({ "digest": digest })))
+            }
+        };
+        if let Some(actual) = self.blobs.size(digest).await {
+            check(actual)?;
+            return Ok(Presence::Here);
+        }
+        let view = self.peers.view();
+        let mut holders = BTreeSet::new();
+        let mut answers = std::pin::pin!(self.peers.holders(digest));
+        while let Some((id, _, actual)) = answers.next().await {
+            check(actual)?;
+            holders.insert(id);
+            if view.majority(&holders) {
+                break;
+            }
+        }
+        if holders.is_empty() {
+            return Err(blob_missing(digest));
+        }
+        Ok(Presence::Elsewhere(holders))
+    }
+}
+
+/// Where a blob is: here, or only at (some of) the other members.
+enum Presence {
+    Here,
+    Elsewhere(BTreeSet<MemberId>),
 }

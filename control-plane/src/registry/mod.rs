@@ -3,11 +3,13 @@
 //!
 //! ```text
 //!  skopeo/docker ──HTTP/1.1──▶ http (axum, on the tonic server)
-//!                                │ blobs: uploads ──▶ blobs::LocalBlobs (files by digest)
-//!                                │ manifest PUT: every blob it references ──peers──▶ a majority
-//!                                │               of the members hold it, then ──Raft──▶ store
+//!                                │ blobs: uploads ──▶ blobs::LocalBlobs (files by digest);
+//!                                │        a finished one ──copies──▶ the other members at once
+//!                                │ manifest PUT: waits until a majority of the members hold
+//!                                │               every blob it references, then ──Raft──▶ store
 //!                                │ manifest GET, tags: read barrier ──▶ store (redb)
-//!                                └ blob GET on a member that lacks it ──peers──▶ fetched first
+//!                                └ blob GET on a member that lacks it ──copies──▶ fetched from
+//!                                            a member that has it, streamed as it arrives
 //! ```
 //!
 //! - Manifests and tags go through Raft (`Command::Registry*`, tables in
@@ -15,14 +17,18 @@
 //! - Blobs are files by digest on each member, global to the registry (not per repository).
 //!   A push is acknowledged (the manifest PUT) only once a majority of the voting members
 //!   hold every blob it references: losing the member that received the push loses nothing.
+//! - Copies between members run detached from the requests that want them, one per blob
+//!   at a time (`copies`): a client that hangs up cancels nothing, a retry joins the copy.
 //! - Not here yet: authentication and TLS (plain HTTP until the transport has mutual TLS),
 //!   garbage collection of unreferenced blobs, the referrers API.
 //!
 //! Modules: [`names`] (URL grammar, pure), [`manifest`] (validation, pure), [`errors`] (the
-//! spec's error bodies), [`blobs`] (local blob store and uploads), [`peers`] (blobs between
-//! members), `http` (the handlers).
+//! spec's error bodies), [`blobs`] (local blob store and uploads), [`peers`] (blob calls
+//! between members), [`copies`] (those calls as shared background copies), `http` (the
+//! handlers).
 
 pub mod blobs;
+pub mod copies;
 pub mod errors;
 mod http;
 pub mod manifest;
@@ -35,6 +41,7 @@ use crate::raft::{BerthRaft, MemberId};
 use crate::store::ObjectStore;
 use berth_proto::pb::blobs_server::BlobsServer;
 use blobs::LocalBlobs;
+use copies::Copies;
 use peers::{BlobService, Peers};
 use std::path::Path;
 use std::sync::Arc;
@@ -44,6 +51,7 @@ use std::sync::Arc;
 pub struct Registry {
     blobs: Arc<LocalBlobs>,
     peers: Arc<Peers>,
+    copies: Arc<Copies>,
     raft: BerthRaft,
     barrier: ReadBarrier,
     leader: LeaderLink,
@@ -62,15 +70,19 @@ pub(crate) struct RegistryParts {
 }
 
 impl Registry {
-    /// Opens the registry whose blobs live in `dir` (`DATA_DIR/registry`).
+    /// Opens the registry whose blobs live in `dir` (`DATA_DIR/registry`); on a runtime (it
+    /// starts the sweep of abandoned uploads).
     pub(crate) fn open(
         dir: &Path,
         parts: RegistryParts,
     ) -> Result<Arc<Registry>, berth_image::ImageError> {
         let blobs = Arc::new(LocalBlobs::open(dir)?);
+        LocalBlobs::spawn_sweeper(&blobs);
+        let peers = Arc::new(Peers::new(parts.raft.clone(), parts.id));
         Ok(Arc::new(Registry {
+            copies: Arc::new(Copies::new(blobs.clone(), peers.clone())),
             blobs,
-            peers: Arc::new(Peers::new(parts.raft.clone(), parts.id)),
+            peers,
             raft: parts.raft,
             barrier: parts.barrier,
             leader: parts.leader,
