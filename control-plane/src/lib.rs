@@ -10,7 +10,8 @@
 //! - [`store`]: objects, revisions and watch history in redb; the pure rules of apply/delete.
 //! - [`raft`]: openraft's log, state machine, and network over tonic.
 //! - [`api`]: the gRPC API server.
-//! - [`scheduler`]: the pure decisions of where pending pods go (filter, then score).
+//! - [`scheduler`]: the pure decisions of where pending pods go (filter, then score), and the
+//!   leader's loop that binds them through Raft.
 //! - [`controllers`]: the leader's ReplicaSet and Deployment controllers, as pure deciders.
 //! - [`registry`]: the image registry (OCI distribution API) every member serves.
 //! - [`member`]: one control-plane member: opens its data dir, starts Raft, serves gRPC and

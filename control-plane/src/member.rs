@@ -230,6 +230,8 @@ impl Member {
             },
         )
         .map_err(|e| data_dir_error(&registry_dir, e))?;
+        let scheduler =
+            crate::scheduler::run::run(raft.clone(), store.clone(), hub.clone(), proposer.clone());
         let api = ApiService::new(
             raft.clone(),
             barrier.clone(),
@@ -319,6 +321,7 @@ impl Member {
                 .map_err(|e| data_dir_error(&identity_path, e))?;
         }
         tokio::spawn(crate::membership::run_promoter(member.raft.clone()));
+        tokio::spawn(scheduler);
         let tick = Duration::from_millis(config.heartbeat_interval_ms);
         tokio::spawn(crate::raft::prevote::run(
             member.raft.clone(),
@@ -417,10 +420,23 @@ async fn open_raft(
     };
     let db = {
         let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || redb::Database::create(path))
-            .await
-            .map_err(|e| MemberError::Raft(e.to_string()))?
-            .map_err(|e| store_error(e.into()))?
+        // A member stopped in this process lets go of the file a moment after its last
+        // reference goes (the close runs on the thread that dropped it): wait that out.
+        tokio::task::spawn_blocking(move || {
+            let mut attempts = 0;
+            loop {
+                match redb::Database::create(&path) {
+                    Err(redb::DatabaseError::DatabaseAlreadyOpen) if attempts < 50 => {
+                        attempts += 1;
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    result => break result,
+                }
+            }
+        })
+        .await
+        .map_err(|e| MemberError::Raft(e.to_string()))?
+        .map_err(|e| store_error(e.into()))?
     };
     let db = Arc::new(db);
     let store_file = Arc::downgrade(&db);

@@ -36,22 +36,9 @@ impl Fixture {
         let member = self.member.take().unwrap();
         let addr = member.addr;
         member.shutdown().await;
-        // The store file closes when the last part of the old member lets go of it, which
-        // may be a moment after `shutdown` returns (Member::shutdown sees the last reference
-        // go, not the file's close finish): a busy machine needs a retry.
-        let mut attempts = 0;
-        let member = loop {
-            let mut config = MemberConfig::new(self.dir.path().join("member"));
-            config.listen = Some(addr);
-            match Member::start(config).await {
-                Ok(member) => break member,
-                Err(e) if attempts < 50 && format!("{e:?}").contains("DatabaseAlreadyOpen") => {
-                    attempts += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("member restarts: {e:?}"),
-            }
-        };
+        let mut config = MemberConfig::new(self.dir.path().join("member"));
+        config.listen = Some(addr);
+        let member = Member::start(config).await.expect("member restarts");
         member
             .wait_for_leader(std::time::Duration::from_secs(10))
             .await

@@ -1,5 +1,5 @@
 //! A control-plane member on host 1 and a node agent on host 2 (each its own network
-//! namespace); busybox pods bound to the node by hand (spec.nodeName).
+//! namespace); busybox pods bound to the node by hand (spec.nodeName), or by the scheduler.
 
 use berth_e2e::cluster::Cluster;
 use berth_e2e::images::archives;
@@ -184,6 +184,22 @@ fn t10_a_pod_runs_isolated() {
     // Logs.
     let logs = node.berth(&["logs", "iso"]).ok().stdout();
     assert_eq!(logs, "started\n");
+}
+
+#[test]
+fn t15_a_pod_without_a_node_is_scheduled_and_runs() {
+    let node = node();
+    let yaml = pod_yaml("placed", "exec sleep 3601", "", "").replace("  nodeName: node-1\n", "");
+    assert!(!yaml.contains("nodeName"));
+    node.apply(&yaml);
+    let pod = node.wait_running("placed");
+    assert_eq!(pod["spec"]["nodeName"], "node-1");
+    let scheduled = pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "PodScheduled" && c["status"] == "True");
+    assert!(scheduled, "{pod:#}");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

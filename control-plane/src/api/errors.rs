@@ -11,7 +11,9 @@ use tonic::Status;
 pub fn store_status(error: StoreError) -> Status {
     let message = error.to_string();
     match error {
-        StoreError::Conflict { .. } | StoreError::Gone { .. } => Status::aborted(message),
+        StoreError::Conflict { .. } | StoreError::Gone { .. } | StoreError::AlreadyBound { .. } => {
+            Status::aborted(message)
+        }
         StoreError::NotFound { .. }
         | StoreError::NamespaceNotFound { .. }
         | StoreError::ManifestUnknown { .. } => Status::not_found(message),

@@ -33,6 +33,7 @@
 
 mod node;
 mod requests;
+pub mod run;
 
 #[cfg(test)]
 mod tests;

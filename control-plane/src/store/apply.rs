@@ -38,6 +38,13 @@ pub enum Command {
         #[serde(default)]
         uid: Option<String>,
     },
+    /// Place a pending pod on a node (the scheduler's write): sets `spec.nodeName` if the pod
+    /// is still this one (`uid`) and still unbound.
+    Bind {
+        key: ObjectKey,
+        uid: String,
+        node: String,
+    },
     /// Several commands proposed together (one Raft entry, one fsync), applied in order, each
     /// with its own result.
     Batch(Vec<Command>),
@@ -71,6 +78,7 @@ impl fmt::Display for Command {
             }
             Command::Delete { key, .. } => write!(f, "delete {}", key.storage_key()),
             Command::UpdateStatus { key, .. } => write!(f, "status {}", key.storage_key()),
+            Command::Bind { key, node, .. } => write!(f, "bind {} to {node}", key.storage_key()),
             Command::Batch(commands) => write!(f, "batch of {}", commands.len()),
             Command::RegistryPutManifest {
                 repository,
@@ -145,6 +153,8 @@ pub enum StoreError {
     NotFound { key: ObjectKey },
     #[error("namespace {namespace:?} not found: create it first (kind: Namespace)")]
     NamespaceNotFound { namespace: String },
+    #[error("{key} is already bound to node {node}")]
+    AlreadyBound { key: ObjectKey, node: String },
     #[error("invalid object: {0}")]
     Invalid(String),
     #[error("manifest {repository}:{reference} not found")]
@@ -203,6 +213,55 @@ pub fn decide_update_status(
     updated["status"] = status;
     metadata_mut(&mut updated).insert("resourceVersion".into(), revision.to_string().into());
     Ok(Some(updated))
+}
+
+/// The pod a bind stores: `existing` with `spec.nodeName` set to `node`. Fails (for this
+/// binding only) if the pod is gone, was replaced by a namesake, or is bound already: the
+/// scheduler decided from a snapshot that may be a little behind.
+pub fn decide_bind(
+    key: &ObjectKey,
+    existing: Option<&Value>,
+    uid: &str,
+    node: &str,
+    revision: u64,
+) -> Result<Value, StoreError> {
+    let not_found = || StoreError::NotFound { key: key.clone() };
+    let existing = existing.ok_or_else(not_found)?;
+    if key.kind != Kind::Pod {
+        return Err(StoreError::Invalid(format!(
+            "only pods are bound to nodes, not {}",
+            key.kind.as_str()
+        )));
+    }
+    if node.is_empty() {
+        return Err(StoreError::Invalid("a binding needs a node name".into()));
+    }
+    if existing.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
+        return Err(not_found());
+    }
+    if let Some(bound) = existing
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        return Err(StoreError::AlreadyBound {
+            key: key.clone(),
+            node: bound.to_string(),
+        });
+    }
+    let mut bound = existing.clone();
+    let root = bound.as_object_mut().expect("objects are maps");
+    let spec = root
+        .entry("spec")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !spec.is_object() {
+        *spec = Value::Object(Default::default());
+    }
+    spec.as_object_mut()
+        .expect("just made a map")
+        .insert("nodeName".into(), node.into());
+    metadata_mut(&mut bound).insert("resourceVersion".into(), revision.to_string().into());
+    Ok(bound)
 }
 
 /// The network all nodes' pod subnets come from (Kubernetes' default), one /24 per node.
@@ -592,6 +651,49 @@ mod tests {
         assert!(matches!(
             decide_update_status(&key, Some(&pod), json!({}), None, Some("old"), 8),
             Err(StoreError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn bind_sets_node_name_once() {
+        let key = ObjectKey::new(Kind::Pod, "default", "p");
+        let pod = json!({"kind": "Pod", "metadata": {"name": "p", "uid": "u1", "resourceVersion": "4", "generation": 1},
+                         "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        let bound = decide_bind(&key, Some(&pod), "u1", "node-1", 5).unwrap();
+        assert_eq!(bound["spec"]["nodeName"], "node-1");
+        assert_eq!(bound["spec"]["containers"], pod["spec"]["containers"]);
+        assert_eq!(bound["metadata"]["resourceVersion"], "5");
+        assert_eq!(bound["metadata"]["generation"], 1);
+        // Bound already (by another pass, or by hand): this binding fails, the first stands.
+        assert_eq!(
+            decide_bind(&key, Some(&bound), "u1", "node-2", 6),
+            Err(StoreError::AlreadyBound {
+                key: key.clone(),
+                node: "node-1".into()
+            })
+        );
+        // An empty nodeName is unbound.
+        let mut unbound = pod.clone();
+        unbound["spec"]["nodeName"] = json!("");
+        assert!(decide_bind(&key, Some(&unbound), "u1", "node-2", 6).is_ok());
+    }
+
+    #[test]
+    fn bind_needs_the_same_pod() {
+        let key = ObjectKey::new(Kind::Pod, "default", "p");
+        let pod = json!({"kind": "Pod", "metadata": {"name": "p", "uid": "new", "resourceVersion": "4"}, "spec": {}});
+        assert_eq!(
+            decide_bind(&key, None, "old", "node-1", 5),
+            Err(StoreError::NotFound { key: key.clone() })
+        );
+        assert_eq!(
+            decide_bind(&key, Some(&pod), "old", "node-1", 5),
+            Err(StoreError::NotFound { key: key.clone() })
+        );
+        let config_map = ObjectKey::new(Kind::ConfigMap, "default", "p");
+        assert!(matches!(
+            decide_bind(&config_map, Some(&pod), "new", "node-1", 5),
+            Err(StoreError::Invalid(_))
         ));
     }
 

@@ -266,6 +266,19 @@ impl<'t> Writer<'t> {
                 resource_version,
                 uid,
             } => self.update_status(key, status.clone(), *resource_version, uid.as_deref())?,
+            Command::Bind { key, uid, node } => {
+                let existing = self.read(key)?;
+                match apply::decide_bind(key, existing.as_ref(), uid, node, self.revision + 1) {
+                    Err(error) => Err(error),
+                    Ok(object) => {
+                        self.write(key, WatchEventType::Modified, &object)?;
+                        Ok(CommandResult::Applied {
+                            outcome: Outcome::Configured,
+                            object,
+                        })
+                    }
+                }
+            }
             Command::Batch(commands) => {
                 let results = commands
                     .iter()
