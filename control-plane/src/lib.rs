@@ -12,6 +12,7 @@
 //! - [`api`]: the gRPC API server.
 //! - [`scheduler`]: the pure decisions of where pending pods go (filter, then score), and the
 //!   leader's loop that binds them through Raft.
+//! - [`nodes`]: the leader's node lifecycle: silent nodes become NotReady, their pods evicted.
 //! - [`controllers`]: the leader's ReplicaSet and Deployment controllers, as pure deciders.
 //! - [`registry`]: the image registry (OCI distribution API) every member serves.
 //! - [`member`]: one control-plane member: opens its data dir, starts Raft, serves gRPC and
@@ -21,6 +22,7 @@ pub mod api;
 pub mod controllers;
 pub mod member;
 pub mod membership;
+pub mod nodes;
 pub mod raft;
 pub mod registry;
 pub mod scheduler;

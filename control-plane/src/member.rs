@@ -42,6 +42,8 @@ pub struct MemberConfig {
     pub watch_history: u64,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: (u64, u64),
+    /// When silent nodes become NotReady and lose their pods (see [`crate::nodes`]).
+    pub node_lifecycle: crate::nodes::LifecycleConfig,
 }
 
 impl MemberConfig {
@@ -58,6 +60,7 @@ impl MemberConfig {
             // lease (= the max) plus a random timeout in this range: 600-800 ms, plus a
             // pre-vote round. Measured by bench/run-store.sh.
             election_timeout_ms: (200, 400),
+            node_lifecycle: crate::nodes::LifecycleConfig::default(),
         }
     }
 }
@@ -232,6 +235,12 @@ impl Member {
         .map_err(|e| data_dir_error(&registry_dir, e))?;
         let scheduler =
             crate::scheduler::run::run(raft.clone(), store.clone(), hub.clone(), proposer.clone());
+        let controllers = crate::controllers::run::run(
+            raft.clone(),
+            store.clone(),
+            hub.clone(),
+            proposer.clone(),
+        );
         let api = ApiService::new(
             raft.clone(),
             barrier.clone(),
@@ -241,6 +250,7 @@ impl Member {
             hub,
             departure,
         );
+        let node_lifecycle = api.node_lifecycle(config.node_lifecycle);
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let incoming = berth_proto::transport::incoming(listener);
         // The registry's routes (`/v2/...`) and the gRPC services (`/berth.v1.*/...`) share
@@ -322,6 +332,8 @@ impl Member {
         }
         tokio::spawn(crate::membership::run_promoter(member.raft.clone()));
         tokio::spawn(scheduler);
+        tokio::spawn(node_lifecycle);
+        tokio::spawn(controllers);
         let tick = Duration::from_millis(config.heartbeat_interval_ms);
         tokio::spawn(crate::raft::prevote::run(
             member.raft.clone(),

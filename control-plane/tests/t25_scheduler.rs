@@ -16,6 +16,8 @@ async fn start() -> (Member, ApiClient<Channel>, tempfile::TempDir) {
     let mut config = MemberConfig::new(dir.path().join("member"));
     config.init = true;
     config.listen = Some("127.0.0.1:0".parse().unwrap());
+    // These nodes have no agent to send heartbeats: keep them Ready for the whole test.
+    config.node_lifecycle.grace = Duration::from_secs(3600);
     let member = Member::start(config).await.expect("member starts");
     let api = ApiClient::new(
         berth_proto::transport::connect(&member.addr.to_string())

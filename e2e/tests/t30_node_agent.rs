@@ -1,5 +1,6 @@
 //! A control-plane member on host 1 and a node agent on host 2 (each its own network
-//! namespace); busybox pods bound to the node by hand (spec.nodeName), or by the scheduler.
+//! namespace); busybox pods bound to the node by hand (spec.nodeName), or by the scheduler;
+//! the demo Deployment's replicas made by the controllers.
 
 use berth_e2e::cluster::Cluster;
 use berth_e2e::images::archives;
@@ -513,6 +514,57 @@ spec:
         second.trim(),
         format!("pod demo ip {ip} requests {}", n + 1)
     );
+}
+
+#[test]
+fn t91_the_demo_deployment_runs_its_replicas_and_takes_them_away() {
+    let node = node();
+    node.berth(&[
+        "image",
+        "demo",
+        "--store",
+        node.cluster
+            .env
+            .root
+            .path()
+            .join("demo-store")
+            .to_str()
+            .unwrap(),
+    ])
+    .ok();
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/demo.yaml");
+    node.berth(&["apply", "-f", manifest]).ok();
+    let demo_pods = || -> Vec<Value> {
+        let run = node.berth(&["get", "pods", "-l", "app=demo", "-o", "json"]);
+        run.success()
+            .then(|| serde_json::from_str::<Value>(&run.stdout()).ok())
+            .flatten()
+            .and_then(|list| list["items"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let all_ready = eventually(Duration::from_secs(60), || {
+        let pods = demo_pods();
+        pods.len() == 3
+            && pods
+                .iter()
+                .all(|p| p["status"]["phase"] == "Running" && ready(p))
+    });
+    assert!(all_ready, "3 demo pods never ran Ready: {:#?}", demo_pods());
+    for pod in demo_pods() {
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        assert!(name.starts_with("demo-"), "{name}");
+        assert_eq!(pod["spec"]["nodeName"], "node-1");
+    }
+
+    node.berth(&["delete", "deployment", "demo"]).ok();
+    let gone = eventually(Duration::from_secs(30), || demo_pods().is_empty());
+    assert!(
+        gone,
+        "demo pods outlived their deployment: {:#?}",
+        demo_pods()
+    );
+    let replica_sets = node.berth(&["get", "rs", "-o", "name"]).ok().stdout();
+    assert_eq!(replica_sets.trim(), "", "ReplicaSets left behind");
 }
 
 #[test]

@@ -30,6 +30,18 @@ pub struct Args {
     /// Revisions of change history kept, so that watches can resume.
     #[arg(long, default_value_t = 10_000)]
     watch_history: u64,
+    /// A node whose agent is silent this long becomes NotReady (agents beat every 500 ms).
+    #[arg(long, default_value = "1.5s", value_parser = parse_duration)]
+    node_grace_period: std::time::Duration,
+    /// Pods of a NotReady node are evicted (deleted, then replaced) after this long.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pod_eviction_timeout: std::time::Duration,
+}
+
+/// A duration like `1.5s`, `500ms` or `2m`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let duration: jiff::SignedDuration = text.parse().map_err(|e| format!("{e}"))?;
+    std::time::Duration::try_from(duration).map_err(|_| format!("{text} is negative"))
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -42,6 +54,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     config.join = args.join;
     config.snapshot_threshold = args.snapshot_threshold;
     config.watch_history = args.watch_history;
+    config.node_lifecycle = berth_control_plane::nodes::LifecycleConfig {
+        grace: args.node_grace_period,
+        eviction_toleration: args.pod_eviction_timeout,
+    };
     let mut member = Member::start(config).await?;
     if args.init {
         let path = client::write_config(&ClientConfig {
@@ -77,4 +93,19 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     }
     member.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_in_friendly_units() {
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
 }

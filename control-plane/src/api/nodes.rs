@@ -32,6 +32,11 @@ impl NodeHeartbeats {
             .insert(node.to_string(), std::time::Instant::now());
     }
 
+    /// When each node was last heard from.
+    pub fn last_heard(&self) -> std::collections::HashMap<String, std::time::Instant> {
+        self.0.lock().expect("heartbeats lock").clone()
+    }
+
     /// How long ago `node` was last heard from, if it was since this member started leading.
     pub fn silent_for(&self, node: &str) -> Option<std::time::Duration> {
         self.0
@@ -56,6 +61,21 @@ fn check_status(kind: Kind, status: &Value) -> Result<(), String> {
 }
 
 impl ApiService {
+    /// The node lifecycle loop (see [`crate::nodes`]), fed by this API's heartbeats.
+    pub(crate) fn node_lifecycle(
+        &self,
+        config: crate::nodes::LifecycleConfig,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        crate::nodes::run::run(
+            self.raft.clone(),
+            self.store.clone(),
+            self.hub.clone(),
+            self.proposer.clone(),
+            self.heartbeats.clone(),
+            config,
+        )
+    }
+
     pub(super) async fn node_heartbeat(
         &self,
         request: pb::NodeHeartbeatRequest,

@@ -15,6 +15,7 @@
 //! - [`replicaset`]: pods created and deleted to match `spec.replicas`, adopted and released
 //!   by selector, and the ReplicaSet's status.
 //! - [`deployment`]: one ReplicaSet per pod-template hash, scaled by the rollout strategy.
+//! - [`run`]: the leader's loop that runs both and deletes what lost its controller.
 //!
 //! Names, labels, annotations and orderings are Kubernetes' own, so that `kubectl`-trained
 //! eyes read `berth get rs,pods` the same way.
@@ -22,6 +23,7 @@
 pub mod deployment;
 mod error;
 pub mod replicaset;
+pub mod run;
 
 pub use error::ControllerError;
 

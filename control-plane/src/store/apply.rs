@@ -165,6 +165,9 @@ pub enum StoreError {
 }
 
 /// Fields the server owns: a client's values for them are ignored on update.
+/// Annotation prefixes the controllers write on objects users apply.
+const CONTROLLER_ANNOTATIONS: &[&str] = &["deployment.kubernetes.io/"];
+
 const SERVER_METADATA: &[&str] = &[
     "uid",
     "resourceVersion",
@@ -341,6 +344,29 @@ pub fn decide_apply(
             Some(value) => meta.insert(field.to_string(), value.clone()),
             None => meta.remove(*field),
         };
+    }
+    // Annotations the controllers own (a Deployment's revision) survive an apply that does
+    // not name them, as kubectl apply's merge keeps them; otherwise every re-apply of an
+    // unchanged manifest would be a change.
+    let owned: Vec<(String, Value)> = existing_meta
+        .get("annotations")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| CONTROLLER_ANNOTATIONS.iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !owned.is_empty() {
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if !annotations.is_object() {
+            *annotations = Value::Object(Default::default());
+        }
+        let annotations = annotations.as_object_mut().expect("made an object");
+        for (k, v) in owned {
+            annotations.entry(k).or_insert(v);
+        }
     }
     match existing.get("status") {
         Some(status) => incoming
@@ -560,6 +586,23 @@ mod tests {
         );
         assert_eq!(object["metadata"]["generation"], 1);
         assert_eq!(object["metadata"]["resourceVersion"], "7");
+    }
+
+    #[test]
+    fn controller_annotations_survive_a_reapply() {
+        let (_, stored) = decide_apply(&key(), None, deployment(1), "u-1", "t0", 7).unwrap();
+        let mut stored = stored.unwrap();
+        stored["metadata"]["annotations"] =
+            serde_json::json!({"deployment.kubernetes.io/revision": "2"});
+        let (outcome, object) =
+            decide_apply(&key(), Some(&stored), deployment(1), "u-2", "t1", 8).unwrap();
+        assert_eq!((outcome, object), (Outcome::Unchanged, None));
+        let (_, object) =
+            decide_apply(&key(), Some(&stored), deployment(3), "u-2", "t1", 8).unwrap();
+        assert_eq!(
+            object.unwrap()["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+            "2"
+        );
     }
 
     #[test]
