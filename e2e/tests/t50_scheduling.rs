@@ -88,7 +88,7 @@ fn t10_replicas_spread_and_move_off_a_dead_node() {
     agents[2].kill();
     let moved = eventually(Duration::from_secs(60), || {
         let by_node = ready_by_node(&cluster);
-        by_node.get("node-3").is_none() && by_node.values().sum::<usize>() == 3
+        !by_node.contains_key("node-3") && by_node.values().sum::<usize>() == 3
     });
     let elapsed = killed.elapsed();
     assert!(
