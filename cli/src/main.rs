@@ -53,6 +53,12 @@ enum Command {
     Exec(commands::exec::Args),
     /// List the control-plane members, or remove one.
     Members(commands::members::Args),
+    /// Keep the scheduler from placing new pods on a node.
+    Cordon(commands::node::Args),
+    /// Let the scheduler place pods on a node again.
+    Uncordon(commands::node::Args),
+    /// Cordon a node and move its pods away (their controllers recreate them elsewhere).
+    Drain(commands::node::DrainArgs),
     /// Print client and server versions.
     Version,
     /// The demo application: an HTTP server answering with the pod's name, IP and a request
@@ -100,6 +106,9 @@ fn main() -> ExitCode {
             Command::Describe(args) => commands::describe::run(server, args).await,
             Command::Delete(args) => commands::delete::run(server, args).await,
             Command::Members(args) => commands::members::run(server, args).await,
+            Command::Cordon(args) => commands::node::cordon(server, args, true).await,
+            Command::Uncordon(args) => commands::node::cordon(server, args, false).await,
+            Command::Drain(args) => commands::node::drain(server, args).await,
             Command::Version => commands::version::run(server).await,
             Command::DemoServer(args) => {
                 tokio::task::block_in_place(|| commands::demo::serve(args))

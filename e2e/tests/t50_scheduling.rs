@@ -113,3 +113,37 @@ fn t10_replicas_spread_and_move_off_a_dead_node() {
         .unwrap();
     assert_eq!(condition["status"], "Unknown", "{condition}");
 }
+
+#[test]
+fn t20_cordon_and_drain_move_pods_away() {
+    isolate_network();
+    let cluster = Cluster::with_hosts(4, 1, &[]);
+    berth_e2e::images::push_busybox(&cluster, 0, "busybox");
+    let _agents: Vec<Agent> = (1..=3)
+        .map(|i| Agent::start(&cluster, i, &format!("node-{i}")))
+        .collect();
+    cluster.berth_on(0, &["cordon", "node-3"]).ok();
+    cluster.apply_on(0, DEPLOYMENT).ok();
+    let placed = eventually(Duration::from_secs(60), || {
+        let by_node = ready_by_node(&cluster);
+        by_node.values().sum::<usize>() == 3 && !by_node.contains_key("node-3")
+    });
+    assert!(
+        placed,
+        "a cordoned node got pods: {:?}",
+        ready_by_node(&cluster)
+    );
+
+    cluster.berth_on(0, &["uncordon", "node-3"]).ok();
+    let drained = cluster.berth_on(0, &["drain", "node-1"]).ok().stdout();
+    assert!(drained.contains("node/node-1 drained"), "{drained}");
+    let moved = eventually(Duration::from_secs(60), || {
+        let by_node = ready_by_node(&cluster);
+        by_node.values().sum::<usize>() == 3 && !by_node.contains_key("node-1")
+    });
+    assert!(
+        moved,
+        "pods stayed on the drained node: {:?}",
+        ready_by_node(&cluster)
+    );
+}

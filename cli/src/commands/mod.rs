@@ -10,5 +10,6 @@ pub mod get;
 pub mod image;
 pub mod logs;
 pub mod members;
+pub mod node;
 pub mod server;
 pub mod version;
