@@ -51,6 +51,24 @@ pub struct TableOptions {
     pub now: Timestamp,
 }
 
+/// Plain rows (the first a header) as left-aligned columns three spaces apart, for tables
+/// that are not objects (members, registry images).
+pub fn columns(rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            format!("{}\n", cells.join("   ").trim_end())
+        })
+        .collect()
+}
+
 /// A kubectl-style table (header row + one row per object, columns left-aligned and padded
 /// with at least 3 spaces like kubectl's tabwriter), ending with '\n'. Empty `objects` → empty
 /// string. `objects` are expected to be of `kind`, which picks the columns.

@@ -30,6 +30,13 @@ impl Node {
         self.cluster.berth_on(0, args)
     }
 
+    /// `berth image demo`: berth itself as the image `demo`, pushed to the registry.
+    fn push_demo(&self) {
+        let store = self.cluster.env.root.path().join("demo-store");
+        self.berth(&["image", "demo", "--store", store.to_str().unwrap()])
+            .ok();
+    }
+
     fn apply(&self, yaml: &str) {
         self.cluster.apply_on(0, yaml).ok();
     }
@@ -464,19 +471,7 @@ fn t80_termination_runs_pre_stop_then_sigterm() {
 fn t90_the_demo_app_runs_from_berth_itself() {
     let node = node();
     // berth as an image: its binary and the shared libraries it names.
-    node.berth(&[
-        "image",
-        "demo",
-        "--store",
-        node.cluster
-            .env
-            .root
-            .path()
-            .join("demo-store")
-            .to_str()
-            .unwrap(),
-    ])
-    .ok();
+    node.push_demo();
     node.apply(
         r#"apiVersion: v1
 kind: Pod
@@ -519,19 +514,7 @@ spec:
 #[test]
 fn t91_the_demo_deployment_runs_its_replicas_and_takes_them_away() {
     let node = node();
-    node.berth(&[
-        "image",
-        "demo",
-        "--store",
-        node.cluster
-            .env
-            .root
-            .path()
-            .join("demo-store")
-            .to_str()
-            .unwrap(),
-    ])
-    .ok();
+    node.push_demo();
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/demo.yaml");
     node.berth(&["apply", "-f", manifest]).ok();
     let demo_pods = || -> Vec<Value> {

@@ -249,7 +249,7 @@ async fn list(registry: &RegistryClient) -> Result<ExitCode> {
     if rows.len() == 1 {
         eprintln!("No images in the cluster registry.");
     } else {
-        print!("{}", table(&rows));
+        print!("{}", crate::output::columns(&rows));
     }
     Ok(if failed {
         ExitCode::FAILURE
@@ -369,22 +369,6 @@ fn human_size(bytes: u64) -> String {
     } else {
         format!("{value:.0}{}", UNITS[unit])
     }
-}
-
-fn table(rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    rows.iter()
-        .map(|row| {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            format!("{}\n", cells.join("   ").trim_end())
-        })
-        .collect()
 }
 
 /// Transfer progress on stderr: one line redrawn in place on a terminal, a line per finished
