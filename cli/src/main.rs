@@ -33,6 +33,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a whole cluster on this machine in one process: a one-member control plane and a
+    /// node agent (as root), with the client config written. `--demo` also runs the demo app.
+    Up(commands::up::Args),
     /// Run a control-plane member.
     Server(commands::server::Args),
     /// Run a node agent: it registers its node and runs the pods bound to it.
@@ -75,7 +78,10 @@ fn main() -> ExitCode {
         return berth_node_agent::runtime::shim::main(args.collect());
     }
     let cli = Cli::parse();
-    let default_log = if matches!(cli.command, Command::Server(_) | Command::Agent(_)) {
+    let default_log = if matches!(
+        cli.command,
+        Command::Server(_) | Command::Agent(_) | Command::Up(_)
+    ) {
         // netlink-packet-route warns about every attribute newer than itself.
         "info,openraft=warn,netlink_packet_route=error,libcgroups=error"
     } else {
@@ -96,6 +102,7 @@ fn main() -> ExitCode {
     let server = cli.server;
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Up(args) => commands::up::run(args).await,
             Command::Server(args) => commands::server::run(args).await,
             Command::Agent(args) => commands::agent::run(server, args).await,
             Command::Apply(args) => commands::apply::run(server, args).await,

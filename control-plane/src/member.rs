@@ -63,6 +63,11 @@ impl MemberConfig {
             node_lifecycle: crate::nodes::LifecycleConfig::default(),
         }
     }
+
+    /// Whether the data directory already holds a member (start it as it is, without `init`).
+    pub fn holds_member(&self) -> bool {
+        self.data_dir.join(IDENTITY_FILE).exists()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -43,6 +43,7 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
         listen: args.listen,
         address: args.address,
         shim: std::env::current_exe().context("locating the berth binary")?,
+        stop_pods_on_exit: false,
     };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

@@ -11,6 +11,14 @@ pub struct ServerArgs {
 }
 
 pub fn serve(args: ServerArgs) -> Result<ExitCode> {
+    // As a container's init (pid 1) it gets only the signals it handles: without this, a
+    // pod's graceful stop would wait out its whole grace period.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        terminate.recv().await;
+        tracing::info!("terminated");
+        std::process::exit(0);
+    });
     crate::demo::serve(args.listen)?;
     Ok(ExitCode::SUCCESS)
 }

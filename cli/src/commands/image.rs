@@ -106,12 +106,7 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Action::Demo { name } => {
-            let reference = parse(&name)?;
-            let store = open_store(store_dir).await?;
-            let local = reference.clone();
-            let made = store.clone();
-            tokio::task::spawn_blocking(move || crate::demo::write_image(&made, &local)).await??;
-            let digest = push(&registry, &store, &reference).await?;
+            let (reference, digest) = push_demo(&registry, store_dir, &name).await?;
             println!("Pushed: {} ({digest})", short_name(&reference));
             Ok(ExitCode::SUCCESS)
         }
@@ -200,6 +195,22 @@ async fn build(
         println!("Pushed: {} ({digest})", short_name(&reference));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Packages berth itself as the demo image `name` in the local store and pushes it; returns
+/// the image and its digest.
+pub async fn push_demo(
+    registry: &RegistryClient,
+    store_dir: PathBuf,
+    name: &str,
+) -> Result<(Reference, String)> {
+    let reference = parse(name)?;
+    let store = open_store(store_dir).await?;
+    let local = reference.clone();
+    let made = store.clone();
+    tokio::task::spawn_blocking(move || crate::demo::write_image(&made, &local)).await??;
+    let digest = push(registry, &store, &reference).await?;
+    Ok((reference, digest))
 }
 
 async fn push(

@@ -12,4 +12,5 @@ pub mod logs;
 pub mod members;
 pub mod node;
 pub mod server;
+pub mod up;
 pub mod version;

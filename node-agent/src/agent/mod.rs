@@ -45,6 +45,9 @@ pub struct AgentConfig {
     pub address: Option<IpAddr>,
     /// The berth binary, re-executed as each container's shim.
     pub shim: PathBuf,
+    /// On shutdown, stop every pod and remove the node's bridge (`berth up`), instead of
+    /// leaving containers running for the next agent to adopt (`berth agent`).
+    pub stop_pods_on_exit: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,15 +141,49 @@ pub async fn run(
     // The first `api: ADDR`-like line says the agent serves (scripts and tests read it).
     println!("agent: {}", config.listen);
 
+    let mut workers = HashMap::new();
     tokio::select! {
-        result = sync_pods(api, context.clone()) => result?,
-        _ = shutdown => tracing::info!("agent stopping; containers keep running"),
+        result = sync_pods(api, context.clone(), &mut workers) => result?,
+        _ = shutdown => {
+            if context.config.stop_pods_on_exit {
+                tracing::info!("agent stopping; stopping its pods");
+                stop_every_pod(&context, workers).await;
+            } else {
+                tracing::info!("agent stopping; containers keep running");
+            }
+        }
     }
     service.abort();
     reporter.abort();
     heartbeat.abort();
     image_gc.abort();
     Ok(())
+}
+
+/// How long a stopping node waits for its pods' graceful termination before it kills what
+/// is left (a Ctrl-C should not take a pod's whole 30 s grace period).
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Terminates every pod (preStop, SIGTERM, then SIGKILL at the deadline), then removes what
+/// any pod left — containers, cgroups, mounts, network namespaces, veths — and the bridge.
+async fn stop_every_pod(context: &Arc<NodeContext>, workers: HashMap<String, pod::Worker>) {
+    let tasks: Vec<_> = workers
+        .into_values()
+        .map(pod::Worker::stop_into_task)
+        .collect();
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    if tokio::time::timeout(STOP_DEADLINE, futures::future::join_all(tasks))
+        .await
+        .is_err()
+    {
+        tracing::warn!("pods still terminating after {STOP_DEADLINE:?}: killing them");
+        aborts.iter().for_each(tokio::task::AbortHandle::abort);
+    }
+    pod::remove_orphans(context, &HashMap::new()).await;
+    if let Err(e) = context.network.remove_node_network().await {
+        tracing::warn!("removing the node's network: {e}");
+    }
+    context.runtime.remove_cgroup_parent();
 }
 
 /// How often the node removes image data nothing uses any more.
@@ -330,9 +367,13 @@ fn pod_key(pod: &Pod) -> (String, String) {
 
 /// Lists and watches pods; starts a worker for each pod bound here, stops it when the pod
 /// goes. Relists when the watch expires or breaks.
-async fn sync_pods(mut api: ApiConnection, context: Arc<NodeContext>) -> Result<(), AgentError> {
+/// Runs the pods bound here, one worker each in `workers` (left to the caller on shutdown).
+async fn sync_pods(
+    mut api: ApiConnection,
+    context: Arc<NodeContext>,
+    workers: &mut HashMap<String, pod::Worker>,
+) -> Result<(), AgentError> {
     let me = context.config.name.clone();
-    let mut workers: HashMap<String, pod::Worker> = HashMap::new();
     let mut first_list = true;
     loop {
         let (pods, revision) = match api.list_pods().await {
@@ -352,7 +393,7 @@ async fn sync_pods(mut api: ApiConnection, context: Arc<NodeContext>) -> Result<
             pod::remove_orphans(&context, &desired).await;
             first_list = false;
         }
-        reconcile(&context, &mut workers, &desired);
+        reconcile(&context, workers, &desired);
         let mut events = match api.watch_pods(revision).await {
             Ok(events) => events,
             Err(e) => {
@@ -375,7 +416,7 @@ async fn sync_pods(mut api: ApiConnection, context: Arc<NodeContext>) -> Result<
                     } else {
                         desired.insert(uid, pod);
                     }
-                    reconcile(&context, &mut workers, &desired);
+                    reconcile(&context, workers, &desired);
                 }
                 Ok(None) => break,
                 Err(status) => {

@@ -182,6 +182,7 @@ async fn save_record(
 pub struct Worker {
     updates: watch::Sender<Pod>,
     stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Worker {
@@ -191,8 +192,12 @@ impl Worker {
         let span = tracing::info_span!("pod", pod = %format!("{}/{}", key.0, key.1));
         let (updates, pod_rx) = watch::channel(pod);
         let (stop, stop_rx) = watch::channel(false);
-        tokio::spawn(run(context, pod_rx, stop_rx).instrument(span));
-        Worker { updates, stop }
+        let task = tokio::spawn(run(context, pod_rx, stop_rx).instrument(span));
+        Worker {
+            updates,
+            stop,
+            task,
+        }
     }
 
     pub fn update(&self, pod: Pod) {
@@ -202,6 +207,13 @@ impl Worker {
     /// The pod was deleted: terminate its containers and clean up.
     pub fn stop(&self) {
         self.stop.send_replace(true);
+    }
+
+    /// Stops the pod (as [`Self::stop`]); the task ends once its containers and network are
+    /// gone.
+    pub fn stop_into_task(self) -> tokio::task::JoinHandle<()> {
+        self.stop();
+        self.task
     }
 }
 

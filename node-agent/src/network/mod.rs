@@ -130,6 +130,24 @@ impl PodNetwork {
         enable_ip_forward()
     }
 
+    /// Deletes the bridge and unmounts the namespace directory (once every pod's network is
+    /// torn down): a node that stops for good (`berth up` on Ctrl-C) leaves no interface and
+    /// no mount behind.
+    pub async fn remove_node_network(&self) -> Result<(), NetworkError> {
+        let _serialized = self.ipam.lock().await;
+        let handle = link::connect()?;
+        if let Some(link) = link::get(&handle, &self.bridge).await? {
+            link::delete(&handle, link.header.index, &self.bridge).await?;
+        }
+        match nix::mount::umount2(&self.netns_dir, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => Ok(()),
+            Err(e) => Err(NetworkError::io(format!(
+                "unmount {}",
+                self.netns_dir.display()
+            ))(e.into())),
+        }
+    }
+
     /// Gives the pod a network namespace wired to the bridge, with an address of the node's
     /// subnet. For a pod already set up (an agent restart) it returns the same information,
     /// repairing what is missing. On error the pod may be half set up: call this again or

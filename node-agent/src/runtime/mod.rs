@@ -338,6 +338,14 @@ impl Runtime {
         }
     }
 
+    /// Removes the containers' parent cgroup where it is empty (other runtimes on the host
+    /// may share it: a busy one is left alone).
+    pub fn remove_cgroup_parent(&self) {
+        for dir in cgroups::dirs(&format!("/{}", self.cgroup_parent)) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+
     /// Ids of all containers with a bundle on disk, sorted.
     pub fn list(&self) -> Result<Vec<String>, RuntimeError> {
         let entries = std::fs::read_dir(&self.bundles).map_err(RuntimeError::io(format!(
