@@ -62,6 +62,12 @@ enum Command {
     Uncordon(commands::node::Args),
     /// Cordon a node and move its pods away (their controllers recreate them elsewhere).
     Drain(commands::node::DrainArgs),
+    /// Set the replicas of Deployments or ReplicaSets.
+    Scale(commands::scale::Args),
+    /// Follow, list, undo, restart, pause and resume a Deployment's rollouts.
+    Rollout(commands::rollout::Args),
+    /// Run the service proxy alone, with listeners and endpoints from a YAML file.
+    Proxy(commands::proxy::Args),
     /// Print client and server versions.
     Version,
     /// The demo application: an HTTP server answering with the pod's name, IP and a request
@@ -116,6 +122,9 @@ fn main() -> ExitCode {
             Command::Cordon(args) => commands::node::cordon(server, args, true).await,
             Command::Uncordon(args) => commands::node::cordon(server, args, false).await,
             Command::Drain(args) => commands::node::drain(server, args).await,
+            Command::Scale(args) => commands::scale::run(server, args).await,
+            Command::Rollout(args) => commands::rollout::run(server, args).await,
+            Command::Proxy(args) => commands::proxy::run(args).await,
             Command::Version => commands::version::run(server).await,
             Command::DemoServer(args) => {
                 tokio::task::block_in_place(|| commands::demo::serve(args))

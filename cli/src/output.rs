@@ -76,6 +76,9 @@ pub fn table(kind: Kind, objects: &[Resource], options: &TableOptions) -> String
     if objects.is_empty() {
         return String::new();
     }
+    if kind == Kind::Event {
+        return events::table(objects, options.all_namespaces, options.wide, options.now);
+    }
     let namespace_column = options.all_namespaces && kind.namespaced();
     let (columns, wide_columns) = headers(kind);
     let namespace = namespace_column.then_some("NAMESPACE");
@@ -87,8 +90,15 @@ pub fn table(kind: Kind, objects: &[Resource], options: &TableOptions) -> String
     align(&lines, TABLE)
 }
 
-/// kubectl describe-style text for one object.
-pub fn describe(object: &Resource, now: Timestamp) -> String {
+pub mod events;
+
+/// kubectl describe-style text for one object, ending with the events about it (`events`
+/// may hold others: only this object's are shown).
+pub fn describe(
+    object: &Resource,
+    events: &[berth_proto::k8s_openapi::api::core::v1::Event],
+    now: Timestamp,
+) -> String {
     let mut w = Writer::default();
     describe_metadata(&mut w, object);
     match object {
@@ -100,8 +110,10 @@ pub fn describe(object: &Resource, now: Timestamp) -> String {
         Resource::Node(node) => describe_node(&mut w, node),
         Resource::Deployment(deployment) => describe_deployment(&mut w, deployment),
         Resource::ReplicaSet(replica_set) => describe_replica_set(&mut w, replica_set),
+        Resource::Event(event) => events::describe_event(&mut w, event),
     }
-    w.line(0, "Events:\t<none>");
+    let about = events::events_about(object, events);
+    events::describe_events(&mut w, &about, now);
     w.finish()
 }
 
@@ -165,6 +177,7 @@ fn headers(kind: Kind) -> (&'static [&'static str], &'static [&'static str]) {
         Kind::Node => (&["STATUS", "ROLES", "AGE", "VERSION"], &["INTERNAL-IP"]),
         Kind::Deployment => (&["READY", "UP-TO-DATE", "AVAILABLE", "AGE"], WORKLOAD_WIDE),
         Kind::ReplicaSet => (&["DESIRED", "CURRENT", "READY", "AGE"], WORKLOAD_WIDE),
+        Kind::Event => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
     }
 }
 
@@ -192,6 +205,11 @@ fn row(object: &Resource, options: &TableOptions, namespace_column: bool) -> Vec
         Resource::Node(node) => node_cells(node, age),
         Resource::Deployment(deployment) => deployment_cells(deployment, age),
         Resource::ReplicaSet(replica_set) => replica_set_cells(replica_set, age),
+        // Event tables have their own layout (events::table); this row is never printed.
+        Resource::Event(_) => Cells {
+            normal: vec![],
+            wide: vec![],
+        },
     };
     let namespace = namespace_column.then(|| namespace_of(meta).to_string());
     let wide = if options.wide { cells.wide } else { vec![] };
@@ -535,6 +553,13 @@ fn describe_conditions<'a>(w: &mut Writer, rows: impl IntoIterator<Item = [&'a s
     for [type_, status, reason] in rows {
         w.line(1, format!("{type_} \t{status}\t{reason}"));
     }
+}
+
+/// `Pod Template:` alone, as `berth rollout history --revision N` prints a revision.
+pub fn pod_template(template: &PodTemplateSpec) -> String {
+    let mut w = Writer::default();
+    describe_pod_template(&mut w, Some(template));
+    w.finish()
 }
 
 /// `Pod Template:` of a Deployment or ReplicaSet: its labels, containers and volumes, shifted
@@ -1669,7 +1694,7 @@ mod tests {
             "data": {"password": "aHVudGVyMg=="},
             "stringData": {"user": "admin"},
         }));
-        let text = describe(&secret, at("2024-05-01T12:00:00Z"));
+        let text = describe(&secret, &[], at("2024-05-01T12:00:00Z"));
         assert!(
             !text.contains("hunter2") && !text.contains("aHVudGVyMg=="),
             "{text}"
@@ -1720,7 +1745,7 @@ mod tests {
                 },
             },
         }));
-        let text = describe(&deployment, at("2024-05-01T12:00:00Z"));
+        let text = describe(&deployment, &[], at("2024-05-01T12:00:00Z"));
         let expected = [
             "Name:                   web",
             "Namespace:              default",
@@ -1762,7 +1787,7 @@ mod tests {
             "metadata": {"name": "settings", "namespace": "default"},
             "data": {"app.conf": "level=debug\nport=80"},
         }));
-        let text = describe(&config_map, at("2024-05-01T12:00:00Z"));
+        let text = describe(&config_map, &[], at("2024-05-01T12:00:00Z"));
         assert!(
             text.contains("\nData\n====\napp.conf:\n----\nlevel=debug\nport=80\n\n"),
             "{text}"
@@ -1788,7 +1813,7 @@ mod tests {
                 }],
             },
         }));
-        let text = describe(&pod, at("2024-05-01T12:00:00Z"));
+        let text = describe(&pod, &[], at("2024-05-01T12:00:00Z"));
         let expected = [
             "Node:               node-1/192.168.1.10",
             "Status:             Running",

@@ -44,6 +44,8 @@ pub struct MemberConfig {
     pub election_timeout_ms: (u64, u64),
     /// When silent nodes become NotReady and lose their pods (see [`crate::nodes`]).
     pub node_lifecycle: crate::nodes::LifecycleConfig,
+    /// How long Events are kept after they last happened (`--event-ttl`).
+    pub event_ttl: Duration,
 }
 
 impl MemberConfig {
@@ -61,6 +63,7 @@ impl MemberConfig {
             // pre-vote round. Measured by bench/run-store.sh.
             election_timeout_ms: (200, 400),
             node_lifecycle: crate::nodes::LifecycleConfig::default(),
+            event_ttl: crate::events::expiry::DEFAULT_TTL,
         }
     }
 
@@ -238,13 +241,26 @@ impl Member {
             },
         )
         .map_err(|e| data_dir_error(&registry_dir, e))?;
-        let scheduler =
-            crate::scheduler::run::run(raft.clone(), store.clone(), hub.clone(), proposer.clone());
+        let events = crate::events::start(raft.clone(), proposer.clone());
+        let event_expiry = crate::events::expiry::run(
+            raft.clone(),
+            store.clone(),
+            proposer.clone(),
+            config.event_ttl,
+        );
+        let scheduler = crate::scheduler::run::run(
+            raft.clone(),
+            store.clone(),
+            hub.clone(),
+            proposer.clone(),
+            events.with_component("default-scheduler"),
+        );
         let controllers = crate::controllers::run::run(
             raft.clone(),
             store.clone(),
             hub.clone(),
             proposer.clone(),
+            events.clone(),
         );
         let api = ApiService::new(
             raft.clone(),
@@ -255,7 +271,7 @@ impl Member {
             hub,
             departure,
         );
-        let node_lifecycle = api.node_lifecycle(config.node_lifecycle);
+        let node_lifecycle = api.node_lifecycle(config.node_lifecycle, events);
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let incoming = berth_proto::transport::incoming(listener);
         // The registry's routes (`/v2/...`) and the gRPC services (`/berth.v1.*/...`) share
@@ -339,6 +355,7 @@ impl Member {
         tokio::spawn(scheduler);
         tokio::spawn(node_lifecycle);
         tokio::spawn(controllers);
+        tokio::spawn(event_expiry);
         let tick = Duration::from_millis(config.heartbeat_interval_ms);
         tokio::spawn(crate::raft::prevote::run(
             member.raft.clone(),

@@ -4,7 +4,8 @@
 //!  Probe + Container ──ProbeSpec::from_k8s──▶ ProbeSpec
 //!                                               │
 //!  spawn_prober: wait initialDelay, then every period:
-//!      probe_once (httpGet | tcpSocket | exec via ExecRunner, within timeout) ──▶ bool
+//!      check (httpGet | tcpSocket | exec via ExecRunner, within timeout) ──▶ Ok | why not
+//!        why not ──▶ `failed` (the agent's Unhealthy event)
 //!      ProbeTracker::record(bool) ──▶ change of result? ──▶ mpsc (ProbeKind, ProbeResult)
 //! ```
 //!
@@ -442,6 +443,7 @@ pub fn spawn_prober(
     pod_ip: IpAddr,
     exec: Arc<dyn ExecRunner>,
     results: mpsc::Sender<(ProbeKind, ProbeResult)>,
+    failed: impl Fn(&ProbeFailure) + Send + 'static,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         tokio::time::sleep(spec.initial_delay).await;
@@ -450,8 +452,11 @@ pub fn spawn_prober(
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let success = probe_once(&spec, pod_ip, exec.as_ref()).await;
-            let Some(result) = tracker.record(success) else {
+            let outcome = check(&spec, pod_ip, exec.as_ref()).await;
+            if let Err(failure) = &outcome {
+                failed(failure);
+            }
+            let Some(result) = tracker.record(outcome.is_ok()) else {
                 continue;
             };
             if results.send((kind, result)).await.is_err() {
@@ -813,7 +818,10 @@ mod tests {
         probe.success_threshold = 2;
         probe.failure_threshold = 2;
         let (tx, mut rx) = mpsc::channel(8);
-        let task = spawn_prober(ProbeKind::Readiness, probe, LOCALHOST, runner, tx);
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let seen = failures.clone();
+        let failed = move |f: &ProbeFailure| seen.lock().unwrap().push(f.to_string());
+        let task = spawn_prober(ProbeKind::Readiness, probe, LOCALHOST, runner, tx, failed);
         use ProbeKind::Readiness;
         assert_eq!(
             next_result(&mut rx).await,
@@ -828,6 +836,10 @@ mod tests {
             Some((Readiness, ProbeResult::Success))
         );
         assert!(calls.lock().unwrap().len() >= 6);
+        // Every failed check is reported with its cause, not only the change of result.
+        let failures = failures.lock().unwrap().clone();
+        assert!(failures.len() >= 2, "{failures:?}");
+        assert_eq!(failures[0], "command exited with code 1");
         task.abort();
         assert!(task.await.unwrap_err().is_cancelled());
     }
@@ -842,7 +854,7 @@ mod tests {
         probe.failure_threshold = 2;
         let (tx, mut rx) = mpsc::channel(8);
         let started = tokio::time::Instant::now();
-        let task = spawn_prober(ProbeKind::Startup, probe, LOCALHOST, runner, tx);
+        let task = spawn_prober(ProbeKind::Startup, probe, LOCALHOST, runner, tx, |_| {});
         assert_eq!(
             next_result(&mut rx).await,
             Some((ProbeKind::Startup, ProbeResult::Success))

@@ -1,12 +1,15 @@
 //! berth-proto: the language every berth component speaks.
 //!
 //! - [`resource`]: the kinds berth serves, Kubernetes' own types from k8s-openapi.
+//! - [`events`]: Events (what happened to an object): naming, repeat aggregation, the
+//!   recorders' queue.
 //! - [`manifest`]: YAML manifests to objects, with errors that name file, line and field.
 //! - [`validation`]: the semantic checks every object passes before it is stored.
 //! - [`selector`]: label selectors, parsed and matched.
 //! - [`pb`]: the gRPC API (generated from `proto/berth.proto`).
 //! - [`transport`]: the one place gRPC servers and channels are built.
 
+pub mod events;
 pub mod manifest;
 pub mod quantity;
 pub mod resource;

@@ -1021,6 +1021,7 @@ fn decode(
         Kind::Node => typed::<Node>(value),
         Kind::Deployment => typed::<Deployment>(value),
         Kind::ReplicaSet => typed::<ReplicaSet>(value),
+        Kind::Event => typed::<k8s_openapi::api::core::v1::Event>(value),
     }
 }
 
@@ -1063,6 +1064,8 @@ const IMPLEMENTED_POD_SPEC: &[&str] = &[
     "containers[].env[].value",
     "containers[].env[].valueFrom.configMapKeyRef",
     "containers[].env[].valueFrom.secretKeyRef",
+    "containers[].env[].valueFrom.fieldRef",
+    "containers[].env[].valueFrom.resourceFieldRef",
     "containers[].envFrom[].configMapRef",
     "containers[].envFrom[].secretRef",
     "containers[].envFrom[].prefix",
@@ -1150,6 +1153,26 @@ fn implemented_for_kind(kind: Kind) -> &'static [&'static str] {
         Kind::Secret => &["data", "stringData", "type", "immutable"],
         Kind::Namespace => &[],
         Kind::Node => &["spec.podCIDR", "spec.podCIDRs", "spec.unschedulable"],
+        Kind::Event => &[
+            "involvedObject.apiVersion",
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.fieldPath",
+            "reason",
+            "message",
+            "type",
+            "source.component",
+            "source.host",
+            "firstTimestamp",
+            "lastTimestamp",
+            "eventTime",
+            "count",
+            "reportingComponent",
+            "reportingInstance",
+            "action",
+        ],
     }
 }
 
@@ -1224,6 +1247,7 @@ fn type_table(kind: Kind) -> Vec<(String, Describe)> {
         Kind::Node => describe::<Node>,
         Kind::Deployment => describe::<Deployment>,
         Kind::ReplicaSet => describe::<ReplicaSet>,
+        Kind::Event => describe::<k8s_openapi::api::core::v1::Event>,
     };
     table.push((String::new(), root));
     let workload: &[(&str, Describe)] = &[

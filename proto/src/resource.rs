@@ -5,7 +5,7 @@
 //! access to metadata, and the JSON form that travels in the API and the Raft log.
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -99,6 +99,9 @@ kinds! {
     Node { plural: "nodes", short: ["no"], namespaced: false },
     Deployment { plural: "deployments", short: ["deploy"], namespaced: true },
     ReplicaSet { plural: "replicasets", short: ["rs"], namespaced: true },
+    // core/v1 Events: what happened to an object (scheduled, pulled, killed), written by the
+    // control plane and the agents, deleted once older than the server's --event-ttl.
+    Event { plural: "events", short: ["ev"], namespaced: true },
 }
 
 impl Kind {
@@ -288,6 +291,8 @@ mod tests {
             ("secrets", Kind::Secret),
             ("no", Kind::Node),
             ("ns", Kind::Namespace),
+            ("ev", Kind::Event),
+            ("events", Kind::Event),
         ] {
             assert_eq!(Kind::from_alias(alias), Some(kind), "{alias}");
         }

@@ -41,6 +41,7 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
         Resource::Secret(secret) => self::secret(secret, &mut errors),
         Resource::Node(node) => self::node(node, &mut errors),
         Resource::Namespace(_) => {}
+        Resource::Event(event) => self::event(event, &mut errors),
     }
     errors.0
 }
@@ -419,6 +420,11 @@ fn volumes<'a>(volumes: &'a [Volume], path: &str, errors: &mut Errors) -> BTreeS
                 path.clone(),
                 "must specify a volume source (configMap, secret or emptyDir)",
             ),
+            // The node agent makes only these.
+            1 if !matches!(sources[0].as_str(), "configMap" | "secret" | "emptyDir") => errors.add(
+                format!("{path}.{}", sources[0]),
+                "is not supported: use configMap, secret or emptyDir",
+            ),
             1 => {}
             _ => errors.add(
                 path.clone(),
@@ -428,6 +434,20 @@ fn volumes<'a>(volumes: &'a [Volume], path: &str, errors: &mut Errors) -> BTreeS
                 ),
             ),
         }
+        if let Some(medium) = volume
+            .empty_dir
+            .as_ref()
+            .and_then(|e| e.medium.as_deref())
+            .filter(|m| !m.is_empty() && *m != "Memory")
+        {
+            errors.add(
+                format!("{path}.emptyDir.medium"),
+                format!(
+                    "{} is not supported: use \"\" (the node's disk) or \"Memory\"",
+                    quoted(medium)
+                ),
+            );
+        }
         if let Some(config_map) = &volume.config_map {
             check_name(
                 errors,
@@ -435,6 +455,9 @@ fn volumes<'a>(volumes: &'a [Volume], path: &str, errors: &mut Errors) -> BTreeS
                 &config_map.name,
                 subdomain_name_problem,
             );
+            if config_map.default_user.is_some() {
+                errors.add(format!("{path}.configMap.defaultUser"), "is not supported");
+            }
             key_to_paths(
                 errors,
                 &format!("{path}.configMap"),
@@ -449,6 +472,9 @@ fn volumes<'a>(volumes: &'a [Volume], path: &str, errors: &mut Errors) -> BTreeS
                 secret.secret_name.as_deref().unwrap_or(""),
                 subdomain_name_problem,
             );
+            if secret.default_user.is_some() {
+                errors.add(format!("{path}.secret.defaultUser"), "is not supported");
+            }
             key_to_paths(
                 errors,
                 &format!("{path}.secret"),
@@ -473,6 +499,9 @@ fn key_to_paths(errors: &mut Errors, path: &str, items: Option<&[KeyToPath]>, mo
             errors.add(format!("{path}.path"), message);
         }
         check_file_mode(errors, format!("{path}.mode"), item.mode);
+        if item.user.is_some() {
+            errors.add(format!("{path}.user"), "is not supported");
+        }
     }
 }
 
@@ -638,7 +667,7 @@ fn env_var(var: &EnvVar, path: &str, errors: &mut Errors) {
     match sources.len() {
         0 => errors.add(
             path.clone(),
-            "must specify one of configMapKeyRef or secretKeyRef",
+            "must specify one of configMapKeyRef, secretKeyRef, fieldRef or resourceFieldRef",
         ),
         1 => {}
         _ => errors.add(
@@ -648,6 +677,43 @@ fn env_var(var: &EnvVar, path: &str, errors: &mut Errors) {
                 sources.join(" and ")
             ),
         ),
+    }
+    if source.file_key_ref.is_some() {
+        errors.add(format!("{path}.fileKeyRef"), "is not supported");
+    }
+    if let Some(field_ref) = &source.field_ref {
+        if !is_env_field_path(&field_ref.field_path) {
+            errors.add(
+                format!("{path}.fieldRef.fieldPath"),
+                format!(
+                    "{} is not supported: use metadata.name, metadata.namespace, metadata.uid, metadata.labels['KEY'], metadata.annotations['KEY'], spec.nodeName, spec.serviceAccountName, status.podIP(s) or status.hostIP(s)",
+                    quoted(&field_ref.field_path)
+                ),
+            );
+        }
+    }
+    if let Some(resource_ref) = &source.resource_field_ref {
+        let resource = resource_ref.resource.as_str();
+        if !matches!(
+            resource,
+            "limits.cpu" | "limits.memory" | "requests.cpu" | "requests.memory"
+        ) {
+            errors.add(
+                format!("{path}.resourceFieldRef.resource"),
+                format!(
+                    "{} is not supported: use limits.cpu, limits.memory, requests.cpu or requests.memory",
+                    quoted(resource)
+                ),
+            );
+        }
+        if let Some(divisor) = &resource_ref.divisor {
+            if !quantity::parse_milli(&divisor.0).is_ok_and(|d| d > 0) {
+                errors.add(
+                    format!("{path}.resourceFieldRef.divisor"),
+                    format!("{} must be a positive quantity", quoted(&divisor.0)),
+                );
+            }
+        }
     }
     let key_refs = [
         source
@@ -672,6 +738,30 @@ fn env_var(var: &EnvVar, path: &str, errors: &mut Errors) {
             errors.add(format!("{path}.{field}.key"), message);
         }
     }
+}
+
+/// The downward API fields env can read (what the node agent resolves).
+fn is_env_field_path(path: &str) -> bool {
+    let subscript = ["metadata.labels['", "metadata.annotations['"]
+        .iter()
+        .any(|prefix| {
+            path.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix("']"))
+                .is_some_and(|key| !key.is_empty())
+        });
+    subscript
+        || matches!(
+            path,
+            "metadata.name"
+                | "metadata.namespace"
+                | "metadata.uid"
+                | "spec.nodeName"
+                | "spec.serviceAccountName"
+                | "status.podIP"
+                | "status.podIPs"
+                | "status.hostIP"
+                | "status.hostIPs"
+        )
 }
 
 fn env_from(source: &EnvFromSource, path: &str, errors: &mut Errors) {
@@ -1408,6 +1498,39 @@ fn node(node: &Node, errors: &mut Errors) {
     }
 }
 
+/// An Event must say what it is about and why (Kubernetes' minimum), and lives in the
+/// namespace of the object it is about.
+fn event(event: &k8s_openapi::api::core::v1::Event, errors: &mut Errors) {
+    let involved = &event.involved_object;
+    for (field, value) in [("kind", &involved.kind), ("name", &involved.name)] {
+        if value.as_deref().unwrap_or("").is_empty() {
+            errors.add(format!("involvedObject.{field}"), "is required");
+        }
+    }
+    let namespace = event.metadata.namespace.as_deref().unwrap_or("default");
+    if let Some(involved) = involved.namespace.as_deref().filter(|n| !n.is_empty()) {
+        if involved != namespace {
+            errors.add(
+                "involvedObject.namespace",
+                format!(
+                    "{} does not match the event's namespace {namespace:?}",
+                    quoted(involved)
+                ),
+            );
+        }
+    }
+    if event.reason.as_deref().unwrap_or("").is_empty() {
+        errors.add("reason", "is required");
+    }
+    check_one_of(
+        errors,
+        "type".into(),
+        event.type_.as_deref(),
+        &["Normal", "Warning"],
+    );
+    at_least(errors, "count".into(), event.count.map(i64::from), 0);
+}
+
 fn is_cidr(s: &str) -> bool {
     let Some((ip, bits)) = s.split_once('/') else {
         return false;
@@ -1547,6 +1670,48 @@ mod tests {
     #[test]
     fn a_minimal_pod_is_valid() {
         assert_eq!(messages(&pod(web())), Vec::<String>::new());
+    }
+
+    #[test]
+    fn config_sources_the_node_cannot_honour_are_refused() {
+        let spec: PodSpec = serde_json::from_value(serde_json::json!({
+            "containers": [{
+                "name": "web", "image": "nginx",
+                "env": [
+                    {"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+                    {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "status.phase"}}},
+                    {"name": "C", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m"}}},
+                    {"name": "D", "valueFrom": {"resourceFieldRef": {"resource": "limits.ephemeral-storage"}}},
+                ],
+            }],
+            "volumes": [
+                {"name": "ok", "emptyDir": {"medium": "Memory"}},
+                {"name": "host", "hostPath": {"path": "/etc"}},
+                {"name": "huge", "emptyDir": {"medium": "HugePages"}},
+            ],
+        }))
+        .unwrap();
+        let resource = Resource::from(Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                ..Default::default()
+            },
+            spec: Some(spec),
+            ..Default::default()
+        });
+        let messages = messages(&resource);
+        assert_eq!(messages.len(), 4, "{messages:#?}");
+        for expected in [
+            "env[1].valueFrom.fieldRef.fieldPath",
+            "env[3].valueFrom.resourceFieldRef.resource",
+            "volumes[1].hostPath",
+            "volumes[2].emptyDir.medium",
+        ] {
+            assert!(
+                messages.iter().any(|m| m.contains(expected)),
+                "{expected} not in {messages:#?}"
+            );
+        }
     }
 
     #[test]

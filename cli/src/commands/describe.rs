@@ -1,9 +1,9 @@
-//! `berth describe KIND [NAME...]`
+//! `berth describe KIND [NAME...]`: each object's details, ending with the events about it.
 
 use crate::client;
 use crate::output;
 use anyhow::Result;
-use berth_proto::DEFAULT_NAMESPACE;
+use berth_proto::{Kind, Resource, DEFAULT_NAMESPACE};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
-    let kind: berth_proto::Kind = args.kind.parse()?;
+    let kind: Kind = args.kind.parse()?;
     let namespace = args
         .namespace
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
@@ -28,8 +28,30 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
         client::get_named(&mut api, kind, &namespace, &args.names, false).await?
     };
     let failed = objects.len() < args.names.len();
+    // Events about namespaced objects live in their namespace; about cluster-scoped ones
+    // (Nodes), in any (Kubernetes records them in `default`).
+    let events_namespace = if kind.namespaced() {
+        namespace.as_str()
+    } else {
+        ""
+    };
+    let events = match objects.is_empty() || kind == Kind::Event {
+        true => Vec::new(),
+        false => client::list(&mut api, Kind::Event, events_namespace, "", false)
+            .await?
+            .0
+            .into_iter()
+            .filter_map(|object| match object {
+                Resource::Event(event) => Some(*event),
+                _ => None,
+            })
+            .collect(),
+    };
     let now = jiff::Timestamp::now();
-    let texts: Vec<String> = objects.iter().map(|o| output::describe(o, now)).collect();
+    let texts: Vec<String> = objects
+        .iter()
+        .map(|o| output::describe(o, &events, now))
+        .collect();
     print!("{}", texts.join("\n\n"));
     Ok(if failed {
         ExitCode::FAILURE

@@ -36,6 +36,9 @@ pub struct Args {
     /// Pods of a NotReady node are evicted (deleted, then replaced) after this long.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pod_eviction_timeout: std::time::Duration,
+    /// Events are deleted this long after they last happened (kube-apiserver's default).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    event_ttl: std::time::Duration,
 }
 
 /// A duration like `1.5s`, `500ms` or `2m`.
@@ -58,6 +61,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         grace: args.node_grace_period,
         eviction_toleration: args.pod_eviction_timeout,
     };
+    config.event_ttl = args.event_ttl;
     let mut member = Member::start(config).await?;
     if args.init {
         let path = client::write_config(&ClientConfig {

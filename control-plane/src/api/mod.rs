@@ -5,6 +5,7 @@
 //! client accepts stale data, and are served from the local store.
 
 pub(crate) mod errors;
+mod events;
 pub mod nodes;
 mod watch;
 
@@ -202,6 +203,15 @@ impl Api for ApiService {
     ) -> Result<Response<pb::NodeHeartbeatResponse>, Status> {
         Ok(Response::new(
             self.node_heartbeat(request.into_inner()).await?,
+        ))
+    }
+
+    async fn record_events(
+        &self,
+        request: Request<pb::RecordEventsRequest>,
+    ) -> Result<Response<pb::RecordEventsResponse>, Status> {
+        Ok(Response::new(
+            self.record_events(request.into_inner()).await?,
         ))
     }
 

@@ -65,6 +65,7 @@ impl ApiService {
     pub(crate) fn node_lifecycle(
         &self,
         config: crate::nodes::LifecycleConfig,
+        events: crate::events::EventRecorder,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         crate::nodes::run::run(
             self.raft.clone(),
@@ -73,6 +74,7 @@ impl ApiService {
             self.proposer.clone(),
             self.heartbeats.clone(),
             config,
+            events.with_component("node-controller"),
         )
     }
 

@@ -24,6 +24,7 @@
 //! an object whose controller reference names a uid no longer stored is deleted.
 
 use super::{controller_of, count_pods_by_owner, deployment, name_suffix, replicaset};
+use crate::events::{reference, EventRecorder, PendingEvents};
 use crate::raft::proposer::Proposer;
 use crate::raft::BerthRaft;
 use crate::store::{Command, CommandResult, Notice, ObjectStore, WatchHub};
@@ -42,7 +43,13 @@ use tokio::time::Instant;
 const TICK: Duration = Duration::from_millis(200);
 
 /// Runs on every member; acts while it leads. Ends when Raft shuts down.
-pub async fn run(raft: BerthRaft, store: ObjectStore, hub: WatchHub, proposer: Proposer) {
+pub async fn run(
+    raft: BerthRaft,
+    store: ObjectStore,
+    hub: WatchHub,
+    proposer: Proposer,
+    events: EventRecorder,
+) {
     let mut changes = hub.subscribe();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -67,7 +74,7 @@ pub async fn run(raft: BerthRaft, store: ObjectStore, hub: WatchHub, proposer: P
             ServerState::Leader => {}
             _ => continue,
         }
-        match pass(&store, &proposer).await {
+        match pass(&store, &proposer, &events).await {
             Ok(after) => requeue = after.map(|after| Instant::now() + after),
             Err(error) => tracing::warn!("controllers: {error}"),
         }
@@ -128,6 +135,8 @@ async fn snapshot(store: &ObjectStore) -> Result<Snapshot, String> {
 struct Writes {
     commands: Vec<Command>,
     now: String,
+    /// Events about these writes, recorded once they are applied.
+    events: PendingEvents,
 }
 
 impl Writes {
@@ -140,6 +149,30 @@ impl Writes {
             }),
             Err(error) => tracing::warn!("controllers: cannot serialise an object: {error}"),
         }
+    }
+
+    /// A Normal event about the write just added, about `kind` `meta`.
+    fn event(&mut self, kind: Kind, meta: &ObjectMeta, reason: &'static str, message: String) {
+        let component = match kind {
+            Kind::Deployment => "deployment-controller",
+            _ => "replicaset-controller",
+        };
+        let last = self.commands.len().saturating_sub(1);
+        let involved = reference(kind, meta);
+        self.events
+            .after(last, component, involved, reason, message);
+    }
+
+    /// The Deployment's event for the ReplicaSet write just added, if it scales from `old`.
+    fn scaled(&mut self, deployment: &ObjectMeta, rs: &ReplicaSet, old: i32) {
+        let new = replicas(Some(rs));
+        if new == old {
+            return;
+        }
+        let direction = if new > old { "up" } else { "down" };
+        let name = rs.metadata.name.as_deref().unwrap_or_default();
+        let message = format!("Scaled {direction} replica set {name} to {new}");
+        self.event(Kind::Deployment, deployment, "ScalingReplicaSet", message);
     }
 
     fn delete(&mut self, kind: Kind, meta: &ObjectMeta) {
@@ -179,12 +212,17 @@ fn namespace(meta: &ObjectMeta) -> &str {
 }
 
 /// One pass over the local store; returns when to run again at the latest (requeue_after).
-async fn pass(store: &ObjectStore, proposer: &Proposer) -> Result<Option<Duration>, String> {
+async fn pass(
+    store: &ObjectStore,
+    proposer: &Proposer,
+    events: &EventRecorder,
+) -> Result<Option<Duration>, String> {
     let snapshot = snapshot(store).await?;
     let now = jiff::Timestamp::now();
     let mut writes = Writes {
         commands: Vec::new(),
         now: now.to_string(),
+        events: PendingEvents::default(),
     };
     let mut requeue: Option<Duration> = None;
     let mut requeue_at = |after: Option<Duration>| {
@@ -238,10 +276,13 @@ async fn pass(store: &ObjectStore, proposer: &Proposer) -> Result<Option<Duratio
             tracing::info!(namespace = %ns, replica_set = ?rs.metadata.name, "creating ReplicaSet");
             mark(&rs.metadata);
             writes.apply(rs);
+            writes.scaled(&deploy.metadata, rs, 0);
         }
         for rs in &decision.update {
             mark(&rs.metadata);
             writes.apply(rs);
+            let old = sets.iter().find(|s| s.metadata.name == rs.metadata.name);
+            writes.scaled(&deploy.metadata, rs, replicas(old));
         }
         for name in &decision.delete {
             if let Some(rs) = sets
@@ -280,7 +321,10 @@ async fn pass(store: &ObjectStore, proposer: &Proposer) -> Result<Option<Duratio
             tracing::info!(namespace = %ns, replica_set = ?rs.metadata.name, count = create.count, "creating pods");
             for _ in 0..create.count {
                 let random = uuid::Uuid::new_v4().as_u64_pair().0;
-                writes.apply(&create.named(&name_suffix(random)));
+                let pod = create.named(&name_suffix(random));
+                writes.apply(&pod);
+                let message = format!("Created pod: {}", pod.metadata.name.unwrap_or_default());
+                writes.event(Kind::ReplicaSet, &rs.metadata, "SuccessfulCreate", message);
             }
         }
         for pod in decision.adopt.iter().chain(&decision.release) {
@@ -290,6 +334,8 @@ async fn pass(store: &ObjectStore, proposer: &Proposer) -> Result<Option<Duratio
             if let Some(pod) = pods.iter().find(|p| p.metadata.name.as_ref() == Some(name)) {
                 tracing::info!(namespace = %ns, pod = %name, "deleting pod (scale down)");
                 writes.delete(Kind::Pod, &pod.metadata);
+                let message = format!("Deleted pod: {name}");
+                writes.event(Kind::ReplicaSet, &rs.metadata, "SuccessfulDelete", message);
             }
         }
         if let Some(status) = &decision.status {
@@ -310,6 +356,7 @@ async fn pass(store: &ObjectStore, proposer: &Proposer) -> Result<Option<Duratio
     let CommandResult::Batch(results) = result else {
         return Err(format!("a batch was answered with {result:?}"));
     };
+    writes.events.record(events, &results);
     for result in &results {
         if let CommandResult::Failed(error) = result {
             // Expected when the store moved on since it was read: the next pass decides again.
@@ -318,6 +365,10 @@ async fn pass(store: &ObjectStore, proposer: &Proposer) -> Result<Option<Duratio
     }
     tracing::debug!(proposed, "controller pass done");
     Ok(requeue)
+}
+
+fn replicas(rs: Option<&ReplicaSet>) -> i32 {
+    rs.and_then(|rs| rs.spec.replicas).unwrap_or(1)
 }
 
 /// Deletes Pods controlled by a ReplicaSet and ReplicaSets controlled by a Deployment when
@@ -382,6 +433,7 @@ mod tests {
         let mut writes = Writes {
             commands: Vec::new(),
             now: "t".into(),
+            events: PendingEvents::default(),
         };
         collect_garbage(&snapshot, &mut writes);
         let deleted: Vec<String> = writes

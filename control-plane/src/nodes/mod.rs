@@ -89,7 +89,11 @@ pub struct Clock<'a> {
 }
 
 /// The status writes and evictions `nodes` call for.
-pub fn decide(nodes: &[Node], clock: &Clock, config: &LifecycleConfig) -> NodeDecisions {
+pub fn decide<'n>(
+    nodes: impl IntoIterator<Item = &'n Node>,
+    clock: &Clock,
+    config: &LifecycleConfig,
+) -> NodeDecisions {
     let mut decisions = NodeDecisions::default();
     for node in nodes {
         let Some(name) = node.metadata.name.as_deref() else {

@@ -15,9 +15,11 @@
 
 use super::{decide, evictions, Clock, LifecycleConfig};
 use crate::api::nodes::NodeHeartbeats;
+use crate::events::EventRecorder;
 use crate::raft::proposer::Proposer;
 use crate::raft::BerthRaft;
 use crate::store::{Command, CommandResult, Notice, ObjectStore, WatchHub};
+use berth_proto::events::object_ref;
 use berth_proto::k8s_openapi::api::core::v1::{Node, Pod};
 use berth_proto::{Kind, ObjectKey};
 use openraft::ServerState;
@@ -36,6 +38,7 @@ pub async fn run(
     proposer: Proposer,
     heartbeats: NodeHeartbeats,
     config: LifecycleConfig,
+    events: EventRecorder,
 ) {
     let mut changes = hub.subscribe();
     let mut tick = tokio::time::interval(TICK);
@@ -73,6 +76,7 @@ pub async fn run(
             heartbeats: &heartbeats,
             leader_since: since,
             config,
+            events: &events,
         };
         match pass(view, &proposer, pods_changed, &last_evicting).await {
             Ok((evicting, listed)) => {
@@ -93,6 +97,7 @@ struct View<'a> {
     heartbeats: &'a NodeHeartbeats,
     leader_since: Instant,
     config: LifecycleConfig,
+    events: &'a EventRecorder,
 }
 
 /// One pass; returns the nodes being evicted from, and whether it listed pods.
@@ -147,11 +152,25 @@ async fn pass(
         for (change, result) in decisions.status_changes.iter().zip(&mut results) {
             match result {
                 CommandResult::Failed(error) => {
-                    tracing::debug!(node = %change.node, "Ready not updated: {error}")
+                    tracing::debug!(node = %change.node, "Ready not updated: {error}");
+                    continue;
                 }
                 _ if change.ready => tracing::info!(node = %change.node, "node heard again: Ready"),
                 _ => tracing::warn!(node = %change.node, "node silent: NotReady"),
             }
+            let reason = if change.ready {
+                "NodeReady"
+            } else {
+                "NodeNotReady"
+            };
+            let node = object_ref(
+                Kind::Node,
+                "",
+                &change.node,
+                change.uid.as_deref().unwrap_or(""),
+            );
+            let message = format!("Node {} status is now: {reason}", change.node);
+            view.events.normal(&node, reason, message);
         }
         for (eviction, result) in evicted.iter().zip(results) {
             match result {
@@ -159,8 +178,16 @@ async fn pass(
                 CommandResult::Failed(error) => {
                     tracing::debug!(pod = %eviction.name, "not evicted: {error}")
                 }
-                _ => tracing::info!(namespace = %eviction.namespace, pod = %eviction.name,
-                    node = %eviction.node, "evicted from a silent node"),
+                _ => {
+                    tracing::info!(namespace = %eviction.namespace, pod = %eviction.name,
+                        node = %eviction.node, "evicted from a silent node");
+                    let (ns, name) = (&eviction.namespace, &eviction.name);
+                    let message = format!("Marking for deletion Pod {ns}/{name}");
+                    let pod = object_ref(Kind::Pod, ns, name, "");
+                    view.events
+                        .with_component("taint-eviction-controller")
+                        .normal(&pod, "TaintManagerEviction", message);
+                }
             }
         }
     }

@@ -82,8 +82,8 @@ pub fn schedule(nodes: &[Node], pods: &[Pod]) -> Decisions {
 
 /// The pods the scheduler should place, oldest first (by creation time, then namespace and
 /// name, so that the order is total).
-pub fn pending_oldest_first(pods: &[Pod]) -> Vec<&Pod> {
-    let mut pending: Vec<&Pod> = pods.iter().filter(|pod| is_pending(pod)).collect();
+pub fn pending_oldest_first<'p>(pods: impl IntoIterator<Item = &'p Pod>) -> Vec<&'p Pod> {
+    let mut pending: Vec<&Pod> = pods.into_iter().filter(|pod| is_pending(pod)).collect();
     pending.sort_by(|a, b| creation_order(a).cmp(&creation_order(b)));
     pending
 }
@@ -162,8 +162,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// `pods` may be every pod: only the bound, unfinished ones count, each on its node. Pods
     /// bound to nodes not in `nodes` are ignored.
-    pub fn new<'p>(nodes: &[Node], pods: impl IntoIterator<Item = &'p Pod>) -> Snapshot {
-        let mut states: Vec<NodeState> = nodes.iter().map(NodeState::new).collect();
+    pub fn new<'n, 'p>(
+        nodes: impl IntoIterator<Item = &'n Node>,
+        pods: impl IntoIterator<Item = &'p Pod>,
+    ) -> Snapshot {
+        let mut states: Vec<NodeState> = nodes.into_iter().map(NodeState::new).collect();
         states.sort_by(|a, b| a.name.cmp(&b.name));
         states.dedup_by(|a, b| a.name == b.name);
         let index: HashMap<String, usize> = states

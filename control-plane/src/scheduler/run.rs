@@ -15,10 +15,11 @@
 //!
 //! Bound pods get `PodScheduled=True` from their node's agent, with the rest of their status.
 
+use crate::events::EventRecorder;
 use crate::raft::proposer::Proposer;
 use crate::raft::BerthRaft;
 use crate::store::{Command, CommandResult, Notice, ObjectStore, WatchHub};
-use berth_proto::k8s_openapi::api::core::v1::{Node, Pod};
+use berth_proto::k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use berth_proto::{Kind, ObjectKey};
 use openraft::ServerState;
 use serde_json::{json, Value};
@@ -31,7 +32,13 @@ use tokio::sync::broadcast::error::RecvError;
 const TICK: Duration = Duration::from_millis(200);
 
 /// Runs on every member; acts while it leads. Ends when Raft shuts down.
-pub async fn run(raft: BerthRaft, store: ObjectStore, hub: WatchHub, proposer: Proposer) {
+pub async fn run(
+    raft: BerthRaft,
+    store: ObjectStore,
+    hub: WatchHub,
+    proposer: Proposer,
+    events: EventRecorder,
+) {
     let mut changes = hub.subscribe();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -51,7 +58,7 @@ pub async fn run(raft: BerthRaft, store: ObjectStore, hub: WatchHub, proposer: P
             ServerState::Leader => {}
             _ => continue,
         }
-        if let Err(error) = pass(&store, &proposer).await {
+        if let Err(error) = pass(&store, &proposer, &events).await {
             tracing::warn!("scheduling: {error}");
         }
     }
@@ -72,7 +79,11 @@ async fn wait_for_change(changes: &mut tokio::sync::broadcast::Receiver<Notice>)
 }
 
 /// One scheduling pass over the local store.
-async fn pass(store: &ObjectStore, proposer: &Proposer) -> Result<(), String> {
+async fn pass(
+    store: &ObjectStore,
+    proposer: &Proposer,
+    events: &EventRecorder,
+) -> Result<(), String> {
     let store = store.clone();
     let (nodes, pods) = tokio::task::spawn_blocking(move || {
         let (nodes, _) = store.list(Kind::Node, None)?;
@@ -120,6 +131,8 @@ async fn pass(store: &ObjectStore, proposer: &Proposer) -> Result<(), String> {
         };
         if let Some(status) = unschedulable_status(&stored, &pod.reason, &now) {
             tracing::info!(namespace = %pod.namespace, pod = %pod.name, "unschedulable: {}", pod.reason);
+            let involved = pod_ref(&pod.namespace, &pod.name, &pod.uid);
+            events.warning(&involved, "FailedScheduling", &pod.reason);
             commands.push(Command::UpdateStatus {
                 key: ObjectKey::new(Kind::Pod, &pod.namespace, &pod.name),
                 status,
@@ -146,12 +159,19 @@ async fn pass(store: &ObjectStore, proposer: &Proposer) -> Result<(), String> {
                 tracing::debug!(pod = %binding.name, node = %binding.node, "not bound: {error}");
             }
             _ => {
-                tracing::info!(namespace = %binding.namespace, pod = %binding.name, node = %binding.node, "bound")
+                tracing::info!(namespace = %binding.namespace, pod = %binding.name, node = %binding.node, "bound");
+                let (ns, pod, node) = (&binding.namespace, &binding.name, &binding.node);
+                let message = format!("Successfully assigned {ns}/{pod} to {node}");
+                events.normal(&pod_ref(ns, pod, &binding.uid), "Scheduled", message);
             }
         }
     }
     tracing::debug!(proposed, "scheduling pass done");
     Ok(())
+}
+
+fn pod_ref(namespace: &str, name: &str, uid: &str) -> ObjectReference {
+    berth_proto::events::object_ref(Kind::Pod, namespace, name, uid)
 }
 
 /// The status that marks a pod unschedulable for `message` (phase Pending, condition

@@ -178,7 +178,7 @@ const SERVER_METADATA: &[&str] = &[
 
 /// Kinds whose metadata.generation counts changes to their spec.
 fn has_generation(kind: Kind) -> bool {
-    !matches!(kind, Kind::ConfigMap | Kind::Secret)
+    !matches!(kind, Kind::ConfigMap | Kind::Secret | Kind::Event)
 }
 
 /// The object a status update stores, or `None` when the status is already that.

@@ -98,6 +98,29 @@ impl ApiConnection {
         serde_json::from_slice(&response.object).map_err(|e| e.to_string())
     }
 
+    /// Creates or updates Events in one call; one error (or `None`) per event, in order.
+    pub async fn record_events(
+        &mut self,
+        events: &[k8s_openapi::api::core::v1::Event],
+    ) -> Result<Vec<Option<String>>, String> {
+        let events: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| serde_json::to_vec(e).expect("events serialise"))
+            .collect();
+        let response = self
+            .retrying(|mut c| {
+                let events = events.clone();
+                async move { c.record_events(pb::RecordEventsRequest { events }).await }
+            })
+            .await?
+            .into_inner();
+        Ok(response
+            .errors
+            .into_iter()
+            .map(|e| Some(e).filter(|e| !e.is_empty()))
+            .collect())
+    }
+
     pub async fn heartbeat(&mut self, node: &str) -> Result<(), String> {
         let node = node.to_string();
         self.retrying(|mut c| {

@@ -54,6 +54,8 @@ pub struct PulledImage {
     pub config: ImageConfig,
     /// `REPOSITORY@sha256:...`, the container status' imageID.
     pub image_id: String,
+    /// How long its download took; `None` when the node had it (kubelet's Pulled message).
+    pub pulled_in: Option<std::time::Duration>,
 }
 
 /// Why a container has no image; `reason` is the container's waiting reason.
@@ -83,11 +85,12 @@ impl Images {
         })
     }
 
-    /// The image for a container, pulled if the policy says so.
+    /// The image for a container, pulled if the policy says so (`pulling` is called then).
     pub async fn ensure(
         &self,
         image: &str,
         policy: PullPolicy,
+        pulling: impl FnOnce(),
     ) -> Result<PulledImage, PullFailure> {
         let reference = Reference::parse(image).map_err(|e| PullFailure {
             reason: "InvalidImageName",
@@ -102,6 +105,7 @@ impl Images {
             .clone();
         let _pulling = lock.lock().await;
         let local = self.local(&reference).await;
+        let mut pulled_in = None;
         let resolved = match (policy, local) {
             (PullPolicy::Never, Some(resolved)) | (PullPolicy::IfNotPresent, Some(resolved)) => {
                 resolved
@@ -119,6 +123,7 @@ impl Images {
             }
             _ => {
                 tracing::info!(%image, "pulling image");
+                pulling();
                 let started = std::time::Instant::now();
                 let resolved = self
                     .registry
@@ -134,6 +139,7 @@ impl Images {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "image pulled"
                 );
+                pulled_in = Some(started.elapsed());
                 resolved
             }
         };
@@ -156,6 +162,7 @@ impl Images {
             lowers,
             config: image_config(&resolved.config),
             image_id: format!("{}@{}", reference.cluster_repository(), resolved.top_digest),
+            pulled_in,
         })
     }
 

@@ -12,12 +12,16 @@
 //! in the data directory) and removes whatever belongs to no pod bound here any more.
 
 mod api;
+pub mod config;
+pub mod events;
 mod exec_bridge;
 pub mod images;
 pub mod pod;
+pub mod pod_config;
 pub mod restart;
 pub mod service;
 pub mod status;
+pub mod volumes;
 
 use crate::network::PodNetwork;
 use crate::runtime::Runtime;
@@ -72,6 +76,10 @@ pub struct NodeContext {
     pub statuses: mpsc::UnboundedSender<StatusReport>,
     /// What the logs and exec service needs to find a pod's containers.
     pub pods: std::sync::Mutex<HashMap<(String, String), pod::PodHandle>>,
+    /// Reads the ConfigMaps and Secrets pods use.
+    pub(crate) api: ApiConnection,
+    /// The node's Events (see [`events`]).
+    pub events: berth_proto::events::EventRecorder,
 }
 
 impl NodeContext {
@@ -127,6 +135,8 @@ pub async fn run(
         node_ip,
         statuses,
         pods: Default::default(),
+        api: api.clone(),
+        events: events::start(api.clone(), &config.name),
     });
     let service = tokio::spawn(
         berth_proto::transport::server()

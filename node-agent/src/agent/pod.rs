@@ -236,6 +236,7 @@ struct Slot {
     /// Failed pulls in a row, for the back-off; when the last one failed.
     pull_failures: i32,
     pull_failed_at: Option<Instant>,
+    events: super::events::ContainerEvents,
 }
 
 impl Slot {
@@ -329,6 +330,7 @@ async fn run(
                 pull: None,
                 pull_failures: 0,
                 pull_failed_at: None,
+                events: super::events::ContainerEvents::new(&context, &pod, &c.name),
             };
             slot.started = !slot.has_probe(ProbeKind::Startup);
             slot
@@ -377,6 +379,7 @@ async fn run(
     };
     if let Some(net) = net {
         adopt(&context, &uid, &mut slots).await;
+        let mut config = super::pod_config::PodConfig::new(&context, &pod, &uid);
         loop {
             if *stop.borrow() {
                 break;
@@ -385,8 +388,18 @@ async fn run(
                 pod = pod_rx.borrow_and_update().clone();
                 replace_changed_containers(&context, &pod, &mut slots).await;
             }
+            config.sync_volumes(&context, &pod).await;
             for slot in slots.iter_mut() {
-                tend(&context, &pod, &uid, &net, &restart_policy, slot).await;
+                tend(
+                    &context,
+                    &pod,
+                    &uid,
+                    &net,
+                    &restart_policy,
+                    &mut config,
+                    slot,
+                )
+                .await;
             }
             publish_handle(&context, &key, &uid, &slots);
             report(&slots, Some(&net), &mut previous);
@@ -400,6 +413,8 @@ async fn run(
     if let Err(e) = context.network.teardown_pod(&uid).await {
         tracing::warn!("pod network teardown: {e}");
     }
+    let pod_dir = record_dir(&context, &uid);
+    blocking(move || super::pod_config::tear_down(&pod_dir)).await;
     let _ = std::fs::remove_dir_all(record_dir(&context, &uid));
     let _ = std::fs::remove_dir_all(context.logs_dir().join(&uid));
     {
@@ -466,6 +481,7 @@ async fn tend(
     uid: &str,
     net: &PodNetworkInfo,
     restart_policy: &str,
+    config: &mut super::pod_config::PodConfig,
     slot: &mut Slot,
 ) {
     retry_removals(context, uid, slot).await;
@@ -517,7 +533,7 @@ async fn tend(
     }
     show_pull_backoff(slot);
     if Instant::now() >= slot.next_start {
-        start(context, pod, uid, net, restart_policy, slot).await;
+        start(context, pod, uid, net, restart_policy, config, slot).await;
     }
 }
 
@@ -534,6 +550,7 @@ fn show_pull_backoff(slot: &mut Slot) {
         if reason == "ErrImagePull" {
             *reason = "ImagePullBackOff".into();
             let image = slot.spec.image.as_deref().unwrap_or_default();
+            slot.events.pull_back_off(image);
             let cause = message.take().unwrap_or_default();
             *message = Some(format!("Back-off pulling image {image:?}: {cause}"));
         }
@@ -549,9 +566,12 @@ fn pulled_image(context: &Arc<NodeContext>, slot: &mut Slot) -> Option<PulledIma
             let images = context.images.clone();
             let image = slot.spec.image.clone().unwrap_or_default();
             let policy = PullPolicy::of(&slot.spec);
-            slot.pull = Some(tokio::spawn(
-                async move { images.ensure(&image, policy).await },
-            ));
+            let events = slot.events.clone();
+            slot.pull = Some(tokio::spawn(async move {
+                images
+                    .ensure(&image, policy, || events.pulling(&image))
+                    .await
+            }));
             None
         }
         Some(handle) if !handle.is_finished() => None,
@@ -562,6 +582,8 @@ fn pulled_image(context: &Arc<NodeContext>, slot: &mut Slot) -> Option<PulledIma
                 Ok(Ok(image)) => {
                     slot.pull_failures = 0;
                     slot.pull_failed_at = None;
+                    let name = slot.spec.image.as_deref().unwrap_or_default();
+                    slot.events.pulled(name, image.pulled_in);
                     return Some(image);
                 }
                 Ok(Err(failure)) => failure,
@@ -571,6 +593,8 @@ fn pulled_image(context: &Arc<NodeContext>, slot: &mut Slot) -> Option<PulledIma
                 },
             };
             tracing::warn!(container = %slot.spec.name, "{}: {}", failure.reason, failure.message);
+            let image = slot.spec.image.as_deref().unwrap_or_default();
+            slot.events.pull_failed(image, &failure);
             slot.pull_failures += 1;
             slot.pull_failed_at = Some(Instant::now());
             slot.next_start = Instant::now() + backoff(slot.pull_failures - 1);
@@ -664,6 +688,9 @@ async fn exited(
             backoff(slot.record.crash_loop - 1)
         };
         slot.next_start = Instant::now() + delay;
+        if !delay.is_zero() {
+            slot.events.back_off();
+        }
         slot.waiting = Some(if delay.is_zero() {
             ("ContainerCreating".into(), None)
         } else {
@@ -717,6 +744,7 @@ async fn start(
     uid: &str,
     net: &PodNetworkInfo,
     restart_policy: &str,
+    config: &mut super::pod_config::PodConfig,
     slot: &mut Slot,
 ) {
     // The first instance is 0; each restart takes the next number.
@@ -728,12 +756,28 @@ async fn start(
     let Some(image) = pulled_image(context, slot) else {
         return;
     };
-    let spec = crate::runtime::spec::build(&SpecInput {
-        pod,
-        container: &slot.spec,
-        image: &image.config,
-        netns: Some(net.netns_path.clone()),
-    });
+    // Env from ConfigMaps, Secrets and the pod; volume mounts.
+    let resolved = match config
+        .prepare(context, pod, &slot.spec, Some(net.ip.to_string()))
+        .await
+    {
+        Ok(resolved) => resolved,
+        Err(waiting) => {
+            slot.events.failed(&waiting.message);
+            slot.waiting = Some((waiting.reason.into(), Some(waiting.message)));
+            slot.next_start = Instant::now() + waiting.retry_after;
+            return;
+        }
+    };
+    let spec = crate::runtime::spec::build_with_config(
+        &SpecInput {
+            pod,
+            container: &slot.spec,
+            image: &image.config,
+            netns: Some(net.netns_path.clone()),
+        },
+        &resolved,
+    );
     let spec = match spec {
         Ok(spec) => spec,
         Err(e) => {
@@ -773,6 +817,7 @@ async fn start(
     match started {
         Ok(ContainerStatus::Running { started_at, .. }) => {
             tracing::info!(container = %slot.spec.name, restart, "container started");
+            slot.events.started();
             slot.running_since = Some(started_at);
             slot.waiting = None;
         }
@@ -793,6 +838,7 @@ async fn start(
         }
         Err(e) => {
             tracing::warn!(container = %slot.spec.name, "starting: {e}");
+            slot.events.failed(&e);
             let ctx = context.clone();
             let _ = blocking(move || ctx.runtime.remove(&id)).await;
             slot.record.current = None;
@@ -825,6 +871,8 @@ fn start_probes(context: &Arc<NodeContext>, _uid: &str, net: &PodNetworkInfo, sl
     ];
     for (kind, probe) in probes {
         let Some(probe) = probe else { continue };
+        let events = slot.events.clone();
+        let failed = move |failure: &probe::ProbeFailure| events.unhealthy(kind, failure);
         match ProbeSpec::from_k8s(&probe, &slot.spec) {
             Ok(spec) => slot.probes.push(probe::spawn_prober(
                 kind,
@@ -832,6 +880,7 @@ fn start_probes(context: &Arc<NodeContext>, _uid: &str, net: &PodNetworkInfo, sl
                 std::net::IpAddr::V4(net.ip),
                 exec.clone(),
                 tx.clone(),
+                failed,
             )),
             Err(e) => tracing::warn!(container = %slot.spec.name, "{kind:?} probe: {e}"),
         }
@@ -858,11 +907,13 @@ async fn handle_probe_results(context: &Arc<NodeContext>, id: &str, slot: &mut S
             (ProbeKind::Readiness, result) => slot.ready = result == ProbeResult::Success,
             (ProbeKind::Liveness, ProbeResult::Failure) if slot.started => {
                 tracing::info!(container = %slot.spec.name, "liveness probe failed: restarting");
+                slot.events.probe_kill("liveness");
                 kill(context, id).await;
                 return true;
             }
             (ProbeKind::Startup, ProbeResult::Failure) => {
                 tracing::info!(container = %slot.spec.name, "startup probe failed: restarting");
+                slot.events.probe_kill("startup");
                 kill(context, id).await;
                 return true;
             }
@@ -896,6 +947,7 @@ async fn terminate(context: &Arc<NodeContext>, pod: &Pod, _uid: &str, slots: &mu
         .filter_map(|slot| {
             slot.stop_probes();
             let id = slot.record.current.clone()?;
+            slot.events.stopping();
             let pre_stop = slot
                 .spec
                 .lifecycle
@@ -977,6 +1029,8 @@ pub async fn remove_orphans(context: &Arc<NodeContext>, desired: &HashMap<String
         for entry in entries.flatten() {
             let uid = entry.file_name().to_string_lossy().to_string();
             if !desired.contains_key(&uid) {
+                // Volumes first: a tmpfs must be unmounted, not emptied.
+                super::pod_config::tear_down(&entry.path());
                 let _ = std::fs::remove_dir_all(entry.path());
                 let _ = std::fs::remove_dir_all(context.logs_dir().join(&uid));
             }

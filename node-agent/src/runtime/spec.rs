@@ -6,6 +6,12 @@
 //! them expands from the container's env, cgroup limits come from `resources` the way the
 //! kubelet computes them, the user from `securityContext`. The runtime fills in what only it
 //! knows: the rootfs path and `linux.cgroupsPath`.
+//!
+//! What comes from outside the pod object is resolved by the agent first and passed in as a
+//! [`ContainerConfig`] ([`build_with_config`]): the container's env with `valueFrom` and
+//! `envFrom` already read from ConfigMaps, Secrets and the downward API, and its volume mounts
+//! as host paths. Volume mounts become bind mounts (after the default mounts, parents before
+//! children), so libcontainer makes them inside the container's mount namespace.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -101,10 +107,29 @@ pub struct SpecInput<'a> {
     pub netns: Option<PathBuf>,
 }
 
+/// What the agent resolved for a container beyond its pod object.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerConfig {
+    /// The container's env (explicit and from ConfigMaps, Secrets and the downward API), in
+    /// order, `$(VAR)` already expanded; `None`: taken from `env` values (no valueFrom).
+    pub env: Option<Vec<(String, String)>>,
+    pub mounts: Vec<VolumeMount>,
+}
+
+/// A volume (or a subPath of one) bind-mounted into the container.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VolumeMount {
+    /// The directory or file on the node.
+    pub host_path: PathBuf,
+    /// Absolute, in the container.
+    pub container_path: String,
+    pub read_only: bool,
+}
+
 /// A container that cannot be expressed as a runtime spec.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("env {name}: valueFrom is not supported yet")]
+    #[error("env {name}: valueFrom is resolved by the node agent, and was not")]
     EnvValueFrom { name: String },
     #[error("no command: the container sets neither command nor args and the image has no entrypoint or cmd")]
     NoCommand,
@@ -133,13 +158,21 @@ pub enum SpecError {
 /// The OCI runtime spec of one container of a pod. `root.path` is `rootfs` (relative to the
 /// bundle) and `linux.cgroupsPath` is unset: the runtime sets both.
 pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
+    build_with_config(input, &ContainerConfig::default())
+}
+
+/// [`build`], with the env and volume mounts the agent resolved.
+pub fn build_with_config(input: &SpecInput, config: &ContainerConfig) -> Result<Spec, SpecError> {
     let container = input.container;
     let security = container.security_context.as_ref();
     if security.and_then(|s| s.privileged).unwrap_or(false) {
         return Err(SpecError::Privileged);
     }
 
-    let container_env = container_env(container.env.as_deref().unwrap_or_default())?;
+    let container_env = match &config.env {
+        Some(env) => env.clone(),
+        None => container_env(container.env.as_deref().unwrap_or_default())?,
+    };
     let hostname = hostname(input.pod);
     let env = merged_env(&input.image.env, &container_env, &hostname);
     let args = command_line(container, input.image, &container_env)?;
@@ -185,7 +218,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
         .hostname(hostname)
         .root(root)
         .process(process)
-        .mounts(default_mounts()?)
+        .mounts([default_mounts()?, volume_mounts(&config.mounts)?].concat())
         .linux(linux)
         .build()?)
 }
@@ -541,6 +574,35 @@ fn default_mounts() -> Result<Vec<Mount>, SpecError> {
             &["nosuid", "noexec", "nodev", "ro"],
         )?,
     ])
+}
+
+/// Bind mounts of the container's volumes, parents before children (a mount inside another
+/// volume's path must come after it, or it would be hidden).
+fn volume_mounts(mounts: &[VolumeMount]) -> Result<Vec<Mount>, SpecError> {
+    let mut sorted: Vec<&VolumeMount> = mounts.iter().collect();
+    let depth = |m: &VolumeMount| {
+        m.container_path
+            .split('/')
+            .filter(|part| !part.is_empty())
+            .count()
+    };
+    sorted.sort_by_key(|m| depth(m));
+    sorted
+        .into_iter()
+        .map(|m| {
+            // As containerd binds volumes: recursively, read-only when asked.
+            let mut options = vec!["rbind".to_string()];
+            if m.read_only {
+                options.push("ro".into());
+            }
+            Ok(MountBuilder::default()
+                .destination(&m.container_path)
+                .typ("bind")
+                .source(&m.host_path)
+                .options(options)
+                .build()?)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -914,5 +976,80 @@ mod tests {
             netns: None,
         });
         assert!(matches!(err, Err(SpecError::Privileged)));
+    }
+
+    #[test]
+    fn resolved_env_and_volume_mounts() {
+        let mut c = container(&["/bin/echo", "$(FROM_MAP)"]);
+        c.env = Some(vec![EnvVar {
+            name: "FROM_MAP".to_string(),
+            value: None,
+            value_from: Some(Default::default()),
+        }]);
+        let config = ContainerConfig {
+            env: Some(vec![("FROM_MAP".to_string(), "fast".to_string())]),
+            mounts: vec![
+                VolumeMount {
+                    host_path: PathBuf::from("/data/pods/u/volumes/cfg/..data/app.conf"),
+                    container_path: "/etc/app/conf/app.conf".to_string(),
+                    read_only: true,
+                },
+                VolumeMount {
+                    host_path: PathBuf::from("/data/pods/u/volumes/scratch"),
+                    container_path: "/etc/app".to_string(),
+                    read_only: false,
+                },
+            ],
+        };
+        let spec = build_with_config(
+            &SpecInput {
+                pod: &pod("p"),
+                container: &c,
+                image: &ImageConfig::default(),
+                netns: None,
+            },
+            &config,
+        )
+        .unwrap();
+        let process = spec.process().as_ref().unwrap();
+        assert!(process
+            .env()
+            .as_ref()
+            .unwrap()
+            .contains(&"FROM_MAP=fast".to_string()));
+        assert_eq!(
+            process.args().clone().unwrap(),
+            strings(&["/bin/echo", "fast"])
+        );
+        let mounts = spec.mounts().clone().unwrap();
+        let volumes: Vec<_> = mounts
+            .iter()
+            .skip(6)
+            .map(|m| {
+                (
+                    m.destination().to_string_lossy().into_owned(),
+                    m.typ().clone().unwrap(),
+                    m.source().clone().unwrap(),
+                    m.options().clone().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            volumes,
+            vec![
+                (
+                    "/etc/app".to_string(),
+                    "bind".to_string(),
+                    PathBuf::from("/data/pods/u/volumes/scratch"),
+                    strings(&["rbind"])
+                ),
+                (
+                    "/etc/app/conf/app.conf".to_string(),
+                    "bind".to_string(),
+                    PathBuf::from("/data/pods/u/volumes/cfg/..data/app.conf"),
+                    strings(&["rbind", "ro"])
+                ),
+            ]
+        );
     }
 }

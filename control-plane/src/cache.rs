@@ -1,0 +1,409 @@
+//! A watch-fed cache (an informer) for the leader's loops: the objects of a few kinds, decoded
+//! once and kept in memory, updated from the watch hub instead of listed and decoded again on
+//! every pass.
+//!
+//! ```text
+//!  becoming leader: read barrier ── subscribe to the hub ── list each kind (local store, at R_k)
+//!  each pass, sync(): drain the subscription, apply each change newer than its kind's list
+//!    lagged ── subscribe again ── catch up from the store's change history (since the last seen)
+//!                                   └── history no longer reaches back ──▶ list again
+//!    store replaced by a snapshot (Reset) ──────────────────────────────▶ list again
+//! ```
+//!
+//! The state machine publishes a change only after its transaction commits, so a subscription
+//! taken before a read misses nothing the read does not show, and a change the read already
+//! shows is recognised by its revision and skipped. A proposal's result comes back after its
+//! changes were published: a loop that syncs after awaiting its own writes sees them.
+//!
+//! The cache belongs to one loop and is dropped when its member stops leading: a follower keeps
+//! nothing, and a new leader builds it after a read barrier (everything committed before its
+//! term is applied locally, so the cache starts from at least what any earlier leader saw).
+
+use crate::raft::BerthRaft;
+use crate::store::{Notice, ObjectStore, ReadError, StoredEvent, WatchEventType, WatchHub};
+use berth_proto::k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use berth_proto::k8s_openapi::api::core::v1::{Node, Pod};
+use berth_proto::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use berth_proto::Kind;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("read barrier: {0}")]
+    Barrier(String),
+    #[error("the store's change feed is closed")]
+    Closed,
+    #[error("a store read task failed: {0}")]
+    Task(String),
+}
+
+/// Objects of one kind by namespace and name (empty namespace for cluster-scoped kinds), in
+/// the store's order.
+pub type Objects<T> = BTreeMap<(String, String), T>;
+
+/// The decoded objects of the kinds a loop asked for; the other maps stay empty.
+#[derive(Default)]
+pub struct CachedObjects {
+    pub nodes: Objects<Node>,
+    pub pods: Objects<Pod>,
+    pub replica_sets: Objects<ReplicaSet>,
+    pub deployments: Objects<Deployment>,
+}
+
+/// Stores `object` under `key`, or removes the key when there is no object or it does not
+/// decode (as a list would: an object that does not decode is not seen).
+fn put<T: DeserializeOwned>(
+    map: &mut Objects<T>,
+    key: (String, String),
+    object: Option<Result<T, serde_json::Error>>,
+) {
+    match object {
+        Some(Ok(object)) => {
+            map.insert(key, object);
+        }
+        Some(Err(error)) => {
+            tracing::debug!(namespace = %key.0, name = %key.1, "cache: undecodable: {error}");
+            map.remove(&key);
+        }
+        None => {
+            map.remove(&key);
+        }
+    }
+}
+
+/// Decodes stored bytes into a map keyed by namespace and name.
+fn put_bytes<T: DeserializeOwned + berth_proto::k8s_openapi::Metadata<Ty = ObjectMeta>>(
+    map: &mut Objects<T>,
+    kind: Kind,
+    bytes: &[u8],
+) {
+    match serde_json::from_slice::<T>(bytes) {
+        Ok(object) => {
+            let meta = object.metadata();
+            let namespace = match kind.namespaced() {
+                true => meta.namespace.clone().unwrap_or_default(),
+                false => String::new(),
+            };
+            let key = (namespace, meta.name.clone().unwrap_or_default());
+            map.insert(key, object);
+        }
+        Err(error) => tracing::debug!("cache: undecodable {}: {error}", kind.as_str()),
+    }
+}
+
+impl CachedObjects {
+    /// Applies one change (`None`: deleted).
+    fn put(&mut self, kind: Kind, key: (String, String), object: Option<&serde_json::Value>) {
+        fn decode<T: DeserializeOwned>(
+            object: Option<&serde_json::Value>,
+        ) -> Option<Result<T, serde_json::Error>> {
+            object.map(T::deserialize)
+        }
+        match kind {
+            Kind::Node => put(&mut self.nodes, key, decode(object)),
+            Kind::Pod => put(&mut self.pods, key, decode(object)),
+            Kind::ReplicaSet => put(&mut self.replica_sets, key, decode(object)),
+            Kind::Deployment => put(&mut self.deployments, key, decode(object)),
+            _ => {}
+        }
+    }
+
+    /// Adds one listed object.
+    fn put_listed(&mut self, kind: Kind, bytes: &[u8]) {
+        match kind {
+            Kind::Node => put_bytes(&mut self.nodes, kind, bytes),
+            Kind::Pod => put_bytes(&mut self.pods, kind, bytes),
+            Kind::ReplicaSet => put_bytes(&mut self.replica_sets, kind, bytes),
+            Kind::Deployment => put_bytes(&mut self.deployments, kind, bytes),
+            _ => {}
+        }
+    }
+}
+
+/// Which kinds changed in one [`Cache::sync`]: every kind, watched or not (a loop may only
+/// need to know that something it does not keep changed).
+#[derive(Debug, Default)]
+pub struct Changed {
+    kinds: HashSet<Kind>,
+    /// The cache was rebuilt or caught up from history: anything may have changed.
+    everything: bool,
+}
+
+impl Changed {
+    pub fn any(&self) -> bool {
+        self.everything || !self.kinds.is_empty()
+    }
+
+    pub fn kind(&self, kind: Kind) -> bool {
+        self.everything || self.kinds.contains(&kind)
+    }
+}
+
+/// See the module documentation.
+pub struct Cache {
+    store: ObjectStore,
+    hub: WatchHub,
+    changes: broadcast::Receiver<Notice>,
+    /// The kinds kept, with the revision each was listed at: a change at or below it is in
+    /// the list already.
+    listed: HashMap<Kind, u64>,
+    /// The newest revision seen on the feed (or the oldest list, after a rebuild): where a
+    /// catch-up from history starts.
+    revision: u64,
+    /// Set by [`Cache::changed`] when the subscription lagged or the store was replaced;
+    /// handled by the next [`Cache::sync`].
+    lagged: bool,
+    replaced: bool,
+    pub objects: CachedObjects,
+}
+
+/// Kinds the cache can keep.
+const KEPT: [Kind; 4] = [Kind::Node, Kind::Pod, Kind::ReplicaSet, Kind::Deployment];
+
+impl Cache {
+    /// Waits until this member, as leader, has applied everything committed (the read barrier),
+    /// then lists `kinds` from the local store. Fails if it does not lead.
+    pub async fn build(
+        raft: &BerthRaft,
+        store: ObjectStore,
+        hub: WatchHub,
+        kinds: &[Kind],
+    ) -> Result<Cache, CacheError> {
+        raft.ensure_linearizable()
+            .await
+            .map_err(|e| CacheError::Barrier(e.to_string()))?;
+        Cache::list(store, hub, kinds).await
+    }
+
+    /// Waits until this member, as leader, has applied everything committed: for a cache kept
+    /// across a change of term. The next [`Cache::sync`] then brings the cache up to it.
+    pub async fn barrier(&self, raft: &BerthRaft) -> Result<(), CacheError> {
+        raft.ensure_linearizable()
+            .await
+            .map_err(|e| CacheError::Barrier(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Lists `kinds` from the local store as it is now (no barrier).
+    pub async fn list(
+        store: ObjectStore,
+        hub: WatchHub,
+        kinds: &[Kind],
+    ) -> Result<Cache, CacheError> {
+        assert!(
+            kinds.iter().all(|k| KEPT.contains(k)),
+            "the cache keeps only {KEPT:?}"
+        );
+        let mut cache = Cache {
+            changes: hub.subscribe(),
+            store,
+            hub,
+            listed: kinds.iter().map(|&k| (k, 0)).collect(),
+            revision: 0,
+            lagged: false,
+            replaced: false,
+            objects: CachedObjects::default(),
+        };
+        cache.relist().await?;
+        Ok(cache)
+    }
+
+    /// Waits for the next change of a kept kind (applied at once), or a lag or a store
+    /// replacement (handled by the next [`Cache::sync`]). Cancel-safe.
+    pub async fn changed(&mut self) -> Result<(), CacheError> {
+        loop {
+            match self.changes.recv().await {
+                Ok(Notice::Change(event)) => {
+                    if self.apply(&event) {
+                        return Ok(());
+                    }
+                }
+                Ok(Notice::Reset) => {
+                    self.replaced = true;
+                    return Ok(());
+                }
+                Err(RecvError::Lagged(_)) => {
+                    self.lagged = true;
+                    return Ok(());
+                }
+                Err(RecvError::Closed) => return Err(CacheError::Closed),
+            }
+        }
+    }
+
+    /// Applies every change published so far; says which kinds changed.
+    pub async fn sync(&mut self) -> Result<Changed, CacheError> {
+        let mut changed = Changed::default();
+        loop {
+            if self.replaced {
+                self.relist().await?;
+                changed.everything = true;
+            } else if self.lagged {
+                self.catch_up().await?;
+                changed.everything = true;
+            }
+            match self.changes.try_recv() {
+                Ok(Notice::Change(event)) => {
+                    if event.revision > self.revision {
+                        changed.kinds.insert(event.key.kind);
+                    }
+                    self.apply(&event);
+                }
+                Ok(Notice::Reset) => self.replaced = true,
+                Err(TryRecvError::Lagged(_)) => self.lagged = true,
+                Err(TryRecvError::Empty) => return Ok(changed),
+                Err(TryRecvError::Closed) => return Err(CacheError::Closed),
+            }
+        }
+    }
+
+    /// Applies one change; whether it changed a kept kind.
+    fn apply(&mut self, event: &StoredEvent) -> bool {
+        if event.revision <= self.revision {
+            return false; // seen already (before a resubscription)
+        }
+        self.revision = event.revision;
+        let kind = event.key.kind;
+        match self.listed.get(&kind) {
+            Some(&listed) if event.revision > listed => {}
+            _ => return false,
+        }
+        let key = (event.key.namespace.clone(), event.key.name.clone());
+        let object = match event.event_type {
+            WatchEventType::Deleted => None,
+            WatchEventType::Added | WatchEventType::Modified => Some(&event.object),
+        };
+        self.objects.put(kind, key, object);
+        true
+    }
+
+    /// Rebuilds from a fresh subscription and lists.
+    async fn relist(&mut self) -> Result<(), CacheError> {
+        self.changes = self.hub.subscribe();
+        self.lagged = false;
+        self.replaced = false;
+        let kinds: Vec<Kind> = self.listed.keys().copied().collect();
+        let store = self.store.clone();
+        let (objects, listed) = tokio::task::spawn_blocking(move || {
+            let mut objects = CachedObjects::default();
+            let mut listed = HashMap::new();
+            for kind in kinds {
+                let (list, revision) = store.list(kind, None)?;
+                for bytes in &list {
+                    objects.put_listed(kind, bytes);
+                }
+                listed.insert(kind, revision);
+            }
+            Ok::<_, ReadError>((objects, listed))
+        })
+        .await
+        .map_err(|e| CacheError::Task(e.to_string()))??;
+        self.revision = listed.values().copied().min().unwrap_or(0);
+        self.listed = listed;
+        self.objects = objects;
+        tracing::debug!(revision = self.revision, "cache listed");
+        Ok(())
+    }
+
+    /// After a lag: a fresh subscription, then the missed changes from the store's history;
+    /// a list when the history no longer reaches back.
+    async fn catch_up(&mut self) -> Result<(), CacheError> {
+        self.changes = self.hub.subscribe();
+        self.lagged = false;
+        let store = self.store.clone();
+        let from = self.revision;
+        let missed = tokio::task::spawn_blocking(move || store.events_since(from))
+            .await
+            .map_err(|e| CacheError::Task(e.to_string()))?;
+        match missed {
+            Ok(events) => {
+                tracing::debug!(from, events = events.len(), "cache caught up from history");
+                for event in &events {
+                    self.apply(event);
+                }
+                Ok(())
+            }
+            Err(ReadError::Expired { .. }) => self.relist().await,
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// A leader loop's cache: none while this member does not lead, built after a read barrier
+/// when it starts leading, and passed through a read barrier again when the term changes
+/// (leadership lost and won back between two looks).
+pub struct LeaderCache {
+    raft: BerthRaft,
+    store: ObjectStore,
+    hub: WatchHub,
+    kinds: &'static [Kind],
+    /// The cache and the term it was last brought up to date in.
+    kept: Option<(Cache, u64)>,
+}
+
+impl LeaderCache {
+    pub fn new(
+        raft: BerthRaft,
+        store: ObjectStore,
+        hub: WatchHub,
+        kinds: &'static [Kind],
+    ) -> LeaderCache {
+        LeaderCache {
+            raft,
+            store,
+            hub,
+            kinds,
+            kept: None,
+        }
+    }
+
+    /// Waits for a change of a kept kind; false once the hub is gone. Never returns while no
+    /// cache is kept (this member does not lead): the loop's timer wakes it then.
+    pub async fn changed(&mut self) -> bool {
+        match &mut self.kept {
+            Some((cache, _)) => !matches!(cache.changed().await, Err(CacheError::Closed)),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// This member does not lead: drop the cache.
+    pub fn stand_down(&mut self) {
+        self.kept = None;
+    }
+
+    /// The cache with every change applied so far, and what changed since the last call
+    /// (everything, when it was just built). Call only while leading.
+    pub async fn up_to_date(&mut self) -> Result<(&Cache, Changed), CacheError> {
+        let term = self.raft.metrics().borrow().current_term;
+        let mut changed = Changed::default();
+        match &mut self.kept {
+            None => {
+                let cache = Cache::build(&self.raft, self.store.clone(), self.hub.clone(), self.kinds);
+                self.kept = Some((cache.await?, term));
+                changed.everything = true;
+            }
+            Some((cache, kept_term)) if *kept_term != term => {
+                cache.barrier(&self.raft).await?;
+                *kept_term = term;
+            }
+            Some(_) => {}
+        }
+        let (cache, _) = self.kept.as_mut().expect("kept above");
+        match cache.sync().await {
+            Ok(synced) => {
+                changed.everything |= synced.everything;
+                changed.kinds.extend(synced.kinds);
+            }
+            Err(error) => {
+                self.kept = None;
+                return Err(error);
+            }
+        }
+        let (cache, _) = self.kept.as_ref().expect("kept above");
+        Ok((cache, changed))
+    }
+}

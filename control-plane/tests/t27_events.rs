@@ -1,0 +1,291 @@
+//! Events against a real one-member control plane in this process (in a network namespace of
+//! the test's own): the scheduler and the controllers record theirs, agents record theirs in
+//! batches (RecordEvents), and events older than the TTL go.
+
+use berth_control_plane::{Member, MemberConfig};
+use berth_proto::pb;
+use berth_proto::pb::api_client::ApiClient;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+async fn start(event_ttl: Duration) -> (Member, ApiClient<Channel>, tempfile::TempDir) {
+    berth_e2e::isolate_network();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = MemberConfig::new(dir.path().join("member"));
+    config.init = true;
+    config.listen = Some("127.0.0.1:0".parse().unwrap());
+    // These nodes have no agent to send heartbeats: keep them Ready for the whole test.
+    config.node_lifecycle.grace = Duration::from_secs(3600);
+    config.event_ttl = event_ttl;
+    let member = Member::start(config).await.expect("member starts");
+    let api = ApiClient::new(
+        berth_proto::transport::connect(&member.addr.to_string())
+            .await
+            .unwrap(),
+    );
+    (member, api, dir)
+}
+
+async fn apply(api: &mut ApiClient<Channel>, object: Value) {
+    api.apply(pb::ApplyRequest {
+        object: serde_json::to_vec(&object).unwrap(),
+        dry_run: false,
+    })
+    .await
+    .expect("applied");
+}
+
+async fn register_node(api: &mut ApiClient<Channel>, name: &str, memory: &str) {
+    apply(
+        api,
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": {}}),
+    )
+    .await;
+    let allocatable = json!({"cpu": "2", "memory": memory, "pods": "110"});
+    let status = json!({
+        "capacity": allocatable, "allocatable": allocatable,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady"}],
+    });
+    let response = api
+        .update_status(pb::UpdateStatusRequest {
+            updates: vec![pb::StatusUpdate {
+                object: Some(pb::ObjectRef {
+                    kind: "Node".into(),
+                    namespace: String::new(),
+                    name: name.into(),
+                }),
+                status: serde_json::to_vec(&status).unwrap(),
+                resource_version: 0,
+                uid: String::new(),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.results[0].error, "");
+}
+
+async fn list_events(api: &mut ApiClient<Channel>) -> Vec<Value> {
+    api.list(pb::ListRequest {
+        kind: "Event".into(),
+        namespace: String::new(),
+        label_selector: String::new(),
+        stale_ok: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .objects
+    .iter()
+    .map(|bytes| serde_json::from_slice(bytes).unwrap())
+    .collect()
+}
+
+fn field<'a>(event: &'a Value, pointer: &str) -> &'a str {
+    event.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The events with `reason` about the object named `name`.
+fn with_reason<'a>(events: &'a [Value], reason: &str, name: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| field(e, "/reason") == reason && field(e, "/involvedObject/name") == name)
+        .collect()
+}
+
+/// Polls the events until `done` holds for them, for up to 20 s.
+async fn wait_for_events(
+    api: &mut ApiClient<Channel>,
+    what: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = list_events(api).await;
+        if done(&events) {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {events:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_scheduler_records_a_failure_once_per_reason_and_the_binding() {
+    let (member, mut api, _dir) = start(Duration::from_secs(3600)).await;
+    register_node(&mut api, "small", "1Gi").await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big"},
+        "spec": {"containers": [{"name": "main", "image": "busybox",
+                                 "resources": {"requests": {"memory": "2Gi"}}}]}});
+    apply(&mut api, pod).await;
+    let events = wait_for_events(&mut api, "FailedScheduling", |events| {
+        !with_reason(events, "FailedScheduling", "big").is_empty()
+    })
+    .await;
+    let failed = with_reason(&events, "FailedScheduling", "big")[0].clone();
+    assert_eq!(field(&failed, "/type"), "Warning");
+    assert_eq!(field(&failed, "/source/component"), "default-scheduler");
+    assert_eq!(field(&failed, "/involvedObject/kind"), "Pod");
+    assert!(
+        field(&failed, "/message").contains("Insufficient memory"),
+        "{failed:#}"
+    );
+    assert!(field(&failed, "/metadata/name").starts_with("big."));
+
+    // The scheduler passes every 200 ms: after many passes the pod is still one event, once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = list_events(&mut api).await;
+    let failures = with_reason(&events, "FailedScheduling", "big");
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    assert_eq!(failures[0]["count"], 1, "{failures:#?}");
+
+    // Room appears: the binding is recorded.
+    register_node(&mut api, "large", "8Gi").await;
+    let events = wait_for_events(&mut api, "Scheduled", |events| {
+        !with_reason(events, "Scheduled", "big").is_empty()
+    })
+    .await;
+    let scheduled = with_reason(&events, "Scheduled", "big")[0];
+    assert_eq!(
+        field(scheduled, "/message"),
+        "Successfully assigned default/big to large"
+    );
+    assert_eq!(field(scheduled, "/type"), "Normal");
+    let uid = field(scheduled, "/involvedObject/uid");
+    assert!(!uid.is_empty());
+    assert_eq!(uid, field(&failed, "/involvedObject/uid"));
+    member.shutdown().await;
+}
+
+#[tokio::test]
+async fn controllers_record_scaling_and_pod_creation() {
+    let (member, mut api, _dir) = start(Duration::from_secs(3600)).await;
+    apply(
+        &mut api,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+               "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}},
+                                     "spec": {"containers": [{"name": "main", "image": "busybox"}]}}}}),
+    )
+    .await;
+    let events = wait_for_events(&mut api, "ScalingReplicaSet and two creations", |events| {
+        let created = events
+            .iter()
+            .filter(|e| field(e, "/reason") == "SuccessfulCreate")
+            .count();
+        !with_reason(events, "ScalingReplicaSet", "web").is_empty() && created == 2
+    })
+    .await;
+    let scaling = with_reason(&events, "ScalingReplicaSet", "web")[0];
+    assert_eq!(field(scaling, "/involvedObject/kind"), "Deployment");
+    assert_eq!(field(scaling, "/source/component"), "deployment-controller");
+    let message = field(scaling, "/message");
+    assert!(
+        message.starts_with("Scaled up replica set web-") && message.ends_with(" to 2"),
+        "{message}"
+    );
+    let created: Vec<&Value> = events
+        .iter()
+        .filter(|e| field(e, "/reason") == "SuccessfulCreate")
+        .collect();
+    for event in &created {
+        assert_eq!(field(event, "/involvedObject/kind"), "ReplicaSet");
+        assert_eq!(field(event, "/source/component"), "replicaset-controller");
+        assert!(field(event, "/message").starts_with("Created pod: web-"));
+    }
+
+    // Scaled down: the Deployment says so, the ReplicaSet names the pod it deleted.
+    apply(
+        &mut api,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+               "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}},
+                                     "spec": {"containers": [{"name": "main", "image": "busybox"}]}}}}),
+    )
+    .await;
+    let events = wait_for_events(&mut api, "a scale down", |events| {
+        events
+            .iter()
+            .any(|e| field(e, "/reason") == "SuccessfulDelete")
+            && events
+                .iter()
+                .any(|e| field(e, "/message").starts_with("Scaled down replica set web-"))
+    })
+    .await;
+    let deleted = events
+        .iter()
+        .find(|e| field(e, "/reason") == "SuccessfulDelete")
+        .unwrap();
+    assert!(field(deleted, "/message").starts_with("Deleted pod: web-"));
+    member.shutdown().await;
+}
+
+fn agent_event(name: &str, last: jiff::Timestamp) -> Value {
+    json!({"apiVersion": "v1", "kind": "Event",
+           "metadata": {"name": name, "namespace": "default"},
+           "involvedObject": {"kind": "Pod", "namespace": "default", "name": "web"},
+           "reason": "Started", "message": "Started container main", "type": "Normal",
+           "source": {"component": "kubelet", "host": "node-1"}, "count": 1,
+           "firstTimestamp": last.to_string(), "lastTimestamp": last.to_string()})
+}
+
+#[tokio::test]
+async fn agents_record_in_batches_and_old_events_expire() {
+    // A 10 s TTL: the leader looks every 2.5 s.
+    let (member, mut api, _dir) = start(Duration::from_secs(10)).await;
+    let now = jiff::Timestamp::now();
+    let hour_ago = now - jiff::SignedDuration::from_secs(3600);
+    let batch = [
+        agent_event("web.old", hour_ago),
+        agent_event("web.fresh", now),
+        json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "bad"},
+               "involvedObject": {"kind": "Pod", "name": "web"}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "not-an-event"}}),
+    ];
+    let response = api
+        .record_events(pb::RecordEventsRequest {
+            events: batch
+                .iter()
+                .map(|e| serde_json::to_vec(e).unwrap())
+                .collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.errors[..2], ["", ""]);
+    assert!(
+        response.errors[2].contains("reason: is required"),
+        "{:?}",
+        response.errors
+    );
+    assert!(
+        response.errors[3].contains("is not an Event"),
+        "{:?}",
+        response.errors
+    );
+
+    let names = |events: &[Value]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| field(e, "/metadata/name").to_string())
+            .collect()
+    };
+    let events = wait_for_events(&mut api, "the old event to expire", |events| {
+        !names(events).contains(&"web.old".to_string())
+    })
+    .await;
+    assert!(
+        names(&events).contains(&"web.fresh".to_string()),
+        "the fresh event stays: {events:#?}"
+    );
+    // Events older than the TTL go, the fresh one too once it is.
+    wait_for_events(&mut api, "the fresh event to expire", |events| {
+        !names(events).contains(&"web.fresh".to_string())
+    })
+    .await;
+    member.shutdown().await;
+}

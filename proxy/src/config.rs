@@ -1,0 +1,197 @@
+//! What a proxy serves: listeners, each for one service port, with its mode, balancing
+//! algorithm, policies and (for `berth proxy --config`) static endpoints. The YAML form:
+//!
+//! ```yaml
+//! admin: 127.0.0.1:9901            # /metrics; optional
+//! listeners:
+//!   - name: default/web:http       # the service port
+//!     listen: 0.0.0.0:8080
+//!     mode: http                   # or tcp
+//!     balancer: round-robin        # peak-ewma (default) | round-robin | client-ip
+//!     endpoints: [10.244.0.2:8080, 10.244.0.3:8080]
+//! ```
+
+use crate::balancer::Algorithm;
+use crate::outlier::OutlierPolicy;
+use crate::retry::RetryPolicy;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyConfig {
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
+    pub listeners: Vec<ListenerConfig>,
+}
+
+/// L4 forwards bytes and balances per connection; L7 parses HTTP and balances per request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Tcp,
+    Http,
+}
+
+/// How the proxy talks HTTP to endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// h2c with prior knowledge (gRPC endpoints need it).
+    Http2,
+}
+
+impl Mode {
+    /// The mode and upstream protocol a Kubernetes service port asks for through its
+    /// `appProtocol` or, failing that, its name (`http`, `http-web`, `grpc`, ...).
+    pub fn for_service_port(name: &str, app_protocol: Option<&str>) -> (Mode, UpstreamProtocol) {
+        let protocol = app_protocol.unwrap_or_else(|| name.split('-').next().unwrap_or(name));
+        match protocol.to_ascii_lowercase().as_str() {
+            "http" => (Mode::Http, UpstreamProtocol::Http1),
+            "http2" | "h2c" | "kubernetes.io/h2c" | "grpc" => (Mode::Http, UpstreamProtocol::Http2),
+            _ => (Mode::Tcp, UpstreamProtocol::Http1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// The service port this listener serves (metrics label, `Proxy::update` key).
+    pub name: String,
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub balancer: Algorithm,
+    #[serde(default)]
+    pub upstream: UpstreamProtocol,
+    #[serde(default)]
+    pub endpoints: Vec<SocketAddr>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// From the request's arrival to the response's headers, retries included (L7).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    #[serde(default)]
+    pub outlier: OutlierConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    1_000
+}
+
+fn default_request_timeout_ms() -> u64 {
+    15_000
+}
+
+impl ListenerConfig {
+    pub fn new(name: impl Into<String>, listen: SocketAddr, mode: Mode) -> Self {
+        ListenerConfig {
+            name: name.into(),
+            listen,
+            mode,
+            balancer: Algorithm::default(),
+            upstream: UpstreamProtocol::default(),
+            endpoints: Vec::new(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+            outlier: OutlierConfig::default(),
+            retry: RetryConfig::default(),
+        }
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct OutlierConfig {
+    pub consecutive_failures: u32,
+    pub base_ejection_ms: u64,
+    pub max_ejection_ms: u64,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        let policy = OutlierPolicy::default();
+        OutlierConfig {
+            consecutive_failures: policy.consecutive_failures,
+            base_ejection_ms: policy.base_ejection.as_millis() as u64,
+            max_ejection_ms: policy.max_ejection.as_millis() as u64,
+        }
+    }
+}
+
+impl OutlierConfig {
+    pub fn policy(&self) -> OutlierPolicy {
+        OutlierPolicy {
+            consecutive_failures: self.consecutive_failures.max(1),
+            base_ejection: Duration::from_millis(self.base_ejection_ms),
+            max_ejection: Duration::from_millis(self.max_ejection_ms),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub max_attempts: u32,
+    pub budget_ratio: f64,
+    pub min_retries_per_second: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        let policy = RetryPolicy::default();
+        RetryConfig {
+            max_attempts: policy.max_attempts,
+            budget_ratio: policy.ratio,
+            min_retries_per_second: policy.min_per_second,
+        }
+    }
+}
+
+impl RetryConfig {
+    pub fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts.max(1),
+            ratio: self.budget_ratio,
+            min_per_second: self.min_retries_per_second,
+            ..RetryPolicy::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_ports_pick_their_mode() {
+        assert_eq!(Mode::for_service_port("http", None).0, Mode::Http);
+        assert_eq!(Mode::for_service_port("http-web", None).0, Mode::Http);
+        assert_eq!(
+            Mode::for_service_port("web", Some("kubernetes.io/h2c")),
+            (Mode::Http, UpstreamProtocol::Http2)
+        );
+        assert_eq!(
+            Mode::for_service_port("grpc", None),
+            (Mode::Http, UpstreamProtocol::Http2)
+        );
+        assert_eq!(Mode::for_service_port("postgres", None).0, Mode::Tcp);
+        assert_eq!(Mode::for_service_port("http", Some("tcp")).0, Mode::Tcp);
+    }
+}

@@ -1,0 +1,143 @@
+//! Connections to one endpoint, kept open between requests. HTTP/1.1 connections carry one
+//! request at a time: idle ones wait in a stack (the most recently used first, so that a
+//! quiet period lets the others time out), and a connection comes back only once its response
+//! body was read to the end. HTTP/2 multiplexes: one shared connection per endpoint.
+//! Dropping the pool (the endpoint left its set and its last work finished) closes them all.
+
+use crate::body::RequestBody;
+use crate::config::UpstreamProtocol;
+use crate::error::ProxyError;
+use crate::transport;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Idle HTTP/1.1 connections kept per endpoint.
+const MAX_IDLE: usize = 512;
+
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
+    shared: Mutex<Option<http2::SendRequest<RequestBody>>>,
+}
+
+pub(crate) enum Conn {
+    Http1(http1::SendRequest<RequestBody>),
+    Http2(http2::SendRequest<RequestBody>),
+}
+
+/// A request that failed; `request` is the request back if it was never sent.
+pub(crate) struct SendError {
+    pub error: hyper::Error,
+    pub request: Option<Request<RequestBody>>,
+}
+
+impl From<TrySendError<Request<RequestBody>>> for SendError {
+    fn from(mut error: TrySendError<Request<RequestBody>>) -> Self {
+        let request = error.take_message();
+        SendError {
+            error: error.into_error(),
+            request,
+        }
+    }
+}
+
+impl Conn {
+    /// Sends `request`; an HTTP/1.1 connection is handed back for pooling once the response's
+    /// headers are in.
+    pub async fn send(
+        self,
+        request: Request<RequestBody>,
+    ) -> Result<
+        (
+            Response<hyper::body::Incoming>,
+            Option<http1::SendRequest<RequestBody>>,
+        ),
+        SendError,
+    > {
+        match self {
+            Conn::Http1(mut sender) => {
+                let response = sender.try_send_request(request).await?;
+                Ok((response, Some(sender)))
+            }
+            Conn::Http2(mut sender) => {
+                let response = sender.try_send_request(request).await?;
+                Ok((response, None))
+            }
+        }
+    }
+}
+
+impl Pool {
+    /// A connection ready for a request: a pooled one (unless `fresh`), else a new one.
+    pub async fn checkout(
+        &self,
+        endpoint: SocketAddr,
+        protocol: UpstreamProtocol,
+        connect_timeout: Duration,
+        fresh: bool,
+    ) -> Result<Conn, ProxyError> {
+        match protocol {
+            UpstreamProtocol::Http1 => {
+                while let Some(mut sender) = (!fresh).then(|| self.pop_idle()).flatten() {
+                    // Checked in right after its response ended, a connection may need a
+                    // moment to become ready again, or turn out to be closing.
+                    if !sender.is_closed() && sender.ready().await.is_ok() {
+                        return Ok(Conn::Http1(sender));
+                    }
+                }
+                let io = TokioIo::new(transport::connect(endpoint, connect_timeout).await?);
+                let (sender, connection) = http1::Builder::new()
+                    .handshake(io)
+                    .await
+                    .map_err(|source| ProxyError::Upstream { endpoint, source })?;
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%endpoint, %error, "upstream connection ended");
+                    }
+                });
+                Ok(Conn::Http1(sender))
+            }
+            UpstreamProtocol::Http2 => {
+                if let Some(sender) = self.shared_h2().filter(|_| !fresh) {
+                    return Ok(Conn::Http2(sender));
+                }
+                let io = TokioIo::new(transport::connect(endpoint, connect_timeout).await?);
+                let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                    .handshake(io)
+                    .await
+                    .map_err(|source| ProxyError::Upstream { endpoint, source })?;
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%endpoint, %error, "upstream connection ended");
+                    }
+                });
+                *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+                Ok(Conn::Http2(sender))
+            }
+        }
+    }
+
+    fn pop_idle(&self) -> Option<http1::SendRequest<RequestBody>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn shared_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
+        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        shared.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    /// Takes back a connection whose response was read to the end.
+    pub fn checkin(&self, sender: http1::SendRequest<RequestBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(sender);
+        }
+    }
+}
