@@ -158,6 +158,8 @@ pub struct Cache {
     /// handled by the next [`Cache::sync`].
     lagged: bool,
     replaced: bool,
+    /// What changed since the last [`Cache::sync`] returned.
+    seen: Changed,
     pub objects: CachedObjects,
 }
 
@@ -206,6 +208,7 @@ impl Cache {
             revision: 0,
             lagged: false,
             replaced: false,
+            seen: Changed::default(),
             objects: CachedObjects::default(),
         };
         cache.relist().await?;
@@ -237,25 +240,19 @@ impl Cache {
 
     /// Applies every change published so far; says which kinds changed.
     pub async fn sync(&mut self) -> Result<Changed, CacheError> {
-        let mut changed = Changed::default();
         loop {
             if self.replaced {
                 self.relist().await?;
-                changed.everything = true;
             } else if self.lagged {
                 self.catch_up().await?;
-                changed.everything = true;
             }
             match self.changes.try_recv() {
                 Ok(Notice::Change(event)) => {
-                    if event.revision > self.revision {
-                        changed.kinds.insert(event.key.kind);
-                    }
                     self.apply(&event);
                 }
                 Ok(Notice::Reset) => self.replaced = true,
                 Err(TryRecvError::Lagged(_)) => self.lagged = true,
-                Err(TryRecvError::Empty) => return Ok(changed),
+                Err(TryRecvError::Empty) => return Ok(std::mem::take(&mut self.seen)),
                 Err(TryRecvError::Closed) => return Err(CacheError::Closed),
             }
         }
@@ -268,6 +265,7 @@ impl Cache {
         }
         self.revision = event.revision;
         let kind = event.key.kind;
+        self.seen.kinds.insert(kind);
         match self.listed.get(&kind) {
             Some(&listed) if event.revision > listed => {}
             _ => return false,
@@ -303,6 +301,7 @@ impl Cache {
         .await
         .map_err(|e| CacheError::Task(e.to_string()))??;
         self.revision = listed.values().copied().min().unwrap_or(0);
+        self.seen.everything = true;
         self.listed = listed;
         self.objects = objects;
         tracing::debug!(revision = self.revision, "cache listed");
@@ -322,6 +321,7 @@ impl Cache {
         match missed {
             Ok(events) => {
                 tracing::debug!(from, events = events.len(), "cache caught up from history");
+                self.seen.everything = true;
                 for event in &events {
                     self.apply(event);
                 }
@@ -382,7 +382,8 @@ impl LeaderCache {
         let mut changed = Changed::default();
         match &mut self.kept {
             None => {
-                let cache = Cache::build(&self.raft, self.store.clone(), self.hub.clone(), self.kinds);
+                let cache =
+                    Cache::build(&self.raft, self.store.clone(), self.hub.clone(), self.kinds);
                 self.kept = Some((cache.await?, term));
                 changed.everything = true;
             }
@@ -405,5 +406,198 @@ impl LeaderCache {
         }
         let (cache, _) = self.kept.as_ref().expect("kept above");
         Ok((cache, changed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The cache against a real store and hub, written the way the state machine writes:
+    //! commit, then publish.
+
+    use super::*;
+    use crate::store::Command;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    struct Store {
+        db: Arc<redb::Database>,
+        store: ObjectStore,
+        hub: WatchHub,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Store {
+        /// A store keeping `history` revisions of changes, and a hub of `capacity` notices.
+        fn new(history: u64, capacity: usize) -> Store {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Arc::new(redb::Database::create(dir.path().join("store.redb")).unwrap());
+            let store = ObjectStore::new(db.clone(), history).unwrap();
+            let this = Store {
+                db,
+                store,
+                hub: WatchHub::new(capacity),
+                _dir: dir,
+            };
+            this.commit(Command::Apply {
+                object: json!({"apiVersion": "v1", "kind": "Namespace",
+                               "metadata": {"name": "default"}}),
+                uid: "ns".into(),
+                now: "2026-01-01T00:00:00Z".into(),
+            });
+            this
+        }
+
+        fn commit(&self, command: Command) {
+            let txn = self.db.begin_write().unwrap();
+            let (_, events) = self.store.apply(&txn, &command).unwrap();
+            txn.commit().unwrap();
+            self.hub.publish(events);
+        }
+
+        fn apply_pod(&self, name: &str, node: Option<&str>) {
+            let mut object = json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"containers": [{"name": "main", "image": "busybox"}]}});
+            if let Some(node) = node {
+                object["spec"]["nodeName"] = node.into();
+            }
+            self.commit(Command::Apply {
+                object,
+                uid: format!("uid-{name}"),
+                now: "2026-01-01T00:00:00Z".into(),
+            });
+        }
+
+        fn delete_pod(&self, name: &str) {
+            self.commit(Command::Delete {
+                key: berth_proto::ObjectKey::new(Kind::Pod, "default", name),
+                resource_version: None,
+            });
+        }
+
+        async fn cache(&self) -> Cache {
+            Cache::list(self.store.clone(), self.hub.clone(), &[Kind::Pod])
+                .await
+                .unwrap()
+        }
+    }
+
+    /// Pod names and nodes, as the cache holds them.
+    fn pods(cache: &Cache) -> Vec<(String, Option<String>)> {
+        cache
+            .objects
+            .pods
+            .iter()
+            .map(|((_, name), pod)| {
+                let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+                (name.clone(), node)
+            })
+            .collect()
+    }
+
+    /// What a fresh list shows: the cache must hold the same.
+    async fn listed(store: &Store) -> Vec<(String, Option<String>)> {
+        pods(&store.cache().await)
+    }
+
+    #[tokio::test]
+    async fn follows_adds_updates_and_deletes() {
+        let store = Store::new(100, 64);
+        store.apply_pod("a", None);
+        let mut cache = store.cache().await;
+        assert_eq!(pods(&cache), [("a".to_string(), None)]);
+
+        store.apply_pod("b", None);
+        store.apply_pod("a", Some("node-1"));
+        store.delete_pod("b");
+        store.apply_pod("c", None);
+        let changed = cache.sync().await.unwrap();
+        assert!(changed.kind(Kind::Pod) && !changed.kind(Kind::Node));
+        assert_eq!(
+            pods(&cache),
+            [
+                ("a".to_string(), Some("node-1".to_string())),
+                ("c".to_string(), None)
+            ]
+        );
+        assert_eq!(pods(&cache), listed(&store).await);
+        assert!(!cache.sync().await.unwrap().any(), "nothing new");
+    }
+
+    #[tokio::test]
+    async fn changed_wakes_on_kept_kinds_only() {
+        let store = Store::new(100, 64);
+        let mut cache = store.cache().await;
+        store.commit(Command::Apply {
+            object: json!({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": "cm", "namespace": "default"}}),
+            uid: "cm".into(),
+            now: "2026-01-01T00:00:00Z".into(),
+        });
+        store.apply_pod("a", None);
+        cache.changed().await.unwrap();
+        // The ConfigMap was passed over; the pod was applied by `changed` itself.
+        assert_eq!(pods(&cache), [("a".to_string(), None)]);
+        let changed = cache.sync().await.unwrap();
+        assert!(changed.kind(Kind::Pod) && changed.kind(Kind::ConfigMap));
+    }
+
+    #[tokio::test]
+    async fn a_lagging_cache_catches_up_from_history() {
+        // The hub keeps 4 notices; the store's history keeps 100 revisions.
+        let store = Store::new(100, 4);
+        let mut cache = store.cache().await;
+        for i in 0..20 {
+            store.apply_pod(&format!("p{i:02}"), None);
+        }
+        store.delete_pod("p03");
+        store.apply_pod("p07", Some("node-7"));
+        let changed = cache.sync().await.unwrap();
+        assert!(
+            changed.kind(Kind::Node),
+            "a catch-up may have changed anything"
+        );
+        assert_eq!(cache.objects.pods.len(), 19);
+        assert_eq!(pods(&cache), listed(&store).await);
+    }
+
+    #[tokio::test]
+    async fn a_cache_lagging_past_the_history_lists_again() {
+        // The hub keeps 4 notices and the store's history only 3 revisions.
+        let store = Store::new(3, 4);
+        let mut cache = store.cache().await;
+        for i in 0..20 {
+            store.apply_pod(&format!("p{i:02}"), None);
+        }
+        store.delete_pod("p11");
+        cache.sync().await.unwrap();
+        assert_eq!(cache.objects.pods.len(), 19);
+        assert_eq!(pods(&cache), listed(&store).await);
+        // And it follows changes after that as before.
+        store.apply_pod("p00", Some("node-0"));
+        cache.sync().await.unwrap();
+        assert_eq!(pods(&cache), listed(&store).await);
+    }
+
+    #[tokio::test]
+    async fn a_replaced_store_is_listed_again() {
+        let store = Store::new(100, 64);
+        store.apply_pod("a", None);
+        let mut cache = store.cache().await;
+        // A snapshot install: the store's content replaced, then Reset on the hub.
+        let txn = store.db.begin_write().unwrap();
+        let mut snapshot = store.store.export(&store.db.begin_read().unwrap()).unwrap();
+        snapshot.objects.retain(|(key, _)| !key.starts_with("Pod/"));
+        snapshot.objects.push((
+            "Pod/default/z".into(),
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "z", "namespace": "default", "resourceVersion": "9"},
+                   "spec": {"containers": [{"name": "main", "image": "busybox"}]}}),
+        ));
+        store.store.import(&txn, &snapshot).unwrap();
+        txn.commit().unwrap();
+        store.hub.reset();
+        cache.sync().await.unwrap();
+        assert_eq!(pods(&cache), [("z".to_string(), None)]);
     }
 }

@@ -328,7 +328,7 @@ impl Member {
             };
             member
                 .raft
-                .client_write(command)
+                .client_write(command.into())
                 .await
                 .map_err(|e| MemberError::Raft(e.to_string()))?;
             // Written last: a data dir with an identity is a bootstrapped member.

@@ -10,13 +10,21 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 async fn start(event_ttl: Duration) -> (Member, ApiClient<Channel>, tempfile::TempDir) {
+    // These nodes have no agent to send heartbeats: keep them Ready for the whole test.
+    start_with(event_ttl, Duration::from_secs(3600)).await
+}
+
+async fn start_with(
+    event_ttl: Duration,
+    node_grace: Duration,
+) -> (Member, ApiClient<Channel>, tempfile::TempDir) {
     berth_e2e::isolate_network();
     let dir = tempfile::tempdir().unwrap();
     let mut config = MemberConfig::new(dir.path().join("member"));
     config.init = true;
     config.listen = Some("127.0.0.1:0".parse().unwrap());
-    // These nodes have no agent to send heartbeats: keep them Ready for the whole test.
-    config.node_lifecycle.grace = Duration::from_secs(3600);
+    config.node_lifecycle.grace = node_grace;
+    config.node_lifecycle.eviction_toleration = Duration::from_millis(200);
     config.event_ttl = event_ttl;
     let member = Member::start(config).await.expect("member starts");
     let api = ApiClient::new(
@@ -287,5 +295,37 @@ async fn agents_record_in_batches_and_old_events_expire() {
         !names(events).contains(&"web.fresh".to_string())
     })
     .await;
+    member.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_node_is_recorded_not_ready_and_its_pods_evicted() {
+    let (member, mut api, _dir) =
+        start_with(Duration::from_secs(3600), Duration::from_millis(300)).await;
+    register_node(&mut api, "quiet", "4Gi").await;
+    apply(
+        &mut api,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stranded"},
+               "spec": {"nodeName": "quiet", "containers": [{"name": "main", "image": "busybox"}]}}),
+    )
+    .await;
+    let events = wait_for_events(&mut api, "NodeNotReady and the eviction", |events| {
+        !with_reason(events, "NodeNotReady", "quiet").is_empty()
+            && !with_reason(events, "TaintManagerEviction", "stranded").is_empty()
+    })
+    .await;
+    let not_ready = with_reason(&events, "NodeNotReady", "quiet")[0];
+    assert_eq!(field(not_ready, "/involvedObject/kind"), "Node");
+    assert_eq!(field(not_ready, "/metadata/namespace"), "default");
+    assert_eq!(
+        field(not_ready, "/message"),
+        "Node quiet status is now: NodeNotReady"
+    );
+    assert_eq!(field(not_ready, "/source/component"), "node-controller");
+    let evicted = with_reason(&events, "TaintManagerEviction", "stranded")[0];
+    assert_eq!(
+        field(evicted, "/message"),
+        "Marking for deletion Pod default/stranded"
+    );
     member.shutdown().await;
 }

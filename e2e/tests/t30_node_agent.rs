@@ -208,6 +208,14 @@ fn t15_a_pod_without_a_node_is_scheduled_and_runs() {
         .flatten()
         .any(|c| c["type"] == "PodScheduled" && c["status"] == "True");
     assert!(scheduled, "{pod:#}");
+    // Its events: the scheduler's, then the agent's.
+    let described = || node.berth(&["describe", "pod", "placed"]).ok().stdout();
+    let reasons = ["Scheduled", "Pulling", "Pulled", "Created", "Started"];
+    let recorded = eventually(Duration::from_secs(10), || {
+        let text = described();
+        reasons.iter().all(|reason| text.contains(reason))
+    });
+    assert!(recorded, "{}", described());
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

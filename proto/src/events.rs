@@ -305,11 +305,6 @@ pub fn channel(capacity: usize, component: &'static str) -> (EventRecorder, Even
 }
 
 impl EventRecorder {
-    /// A recorder that goes nowhere (for tests of code that records).
-    pub fn discard() -> EventRecorder {
-        channel(1, "test").0
-    }
-
     /// The same queue, recording as `component`.
     pub fn with_component(&self, component: &'static str) -> EventRecorder {
         EventRecorder {
@@ -552,6 +547,28 @@ mod tests {
         );
         drop(recorder);
         assert!(queue.next_batch(Duration::ZERO, 16).await.is_none());
+    }
+
+    #[test]
+    fn events_need_an_object_and_a_reason_in_its_namespace() {
+        let mut event = Correlator::default().observe(occurrence("web", "Started", "x"), at(0));
+        assert!(crate::validation::validate(&event.clone().into()).is_empty());
+        event.reason = None;
+        event.type_ = Some("Fatal".into());
+        event.involved_object.name = None;
+        event.involved_object.namespace = Some("other".into());
+        let errors = crate::validation::validate(&event.into());
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "involvedObject.name",
+                "involvedObject.namespace",
+                "reason",
+                "type"
+            ],
+            "{errors:?}"
+        );
     }
 
     #[test]

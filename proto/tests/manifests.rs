@@ -221,7 +221,7 @@ fn unknown_kinds_list_what_berth_serves() {
     let text = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n";
     assert_eq!(
         one_error("widget.yaml", text),
-        "widget.yaml:2:7: kind: berth does not serve kind \"Widget\" (apiVersion \"example.com/v1\"); it serves Pod, Service, ConfigMap, Secret, Namespace, Node (v1); Deployment, ReplicaSet (apps/v1)"
+        "widget.yaml:2:7: kind: berth does not serve kind \"Widget\" (apiVersion \"example.com/v1\"); it serves Pod, Service, ConfigMap, Secret, Namespace, Node, Event (v1); Deployment, ReplicaSet (apps/v1)"
     );
     let text = "apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata:\n  name: w\n";
     assert_eq!(

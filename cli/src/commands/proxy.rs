@@ -36,8 +36,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     if let Some(admin) = args.admin.or(config.admin) {
         println!("admin: {}", proxy.serve_admin(admin).await?);
     }
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

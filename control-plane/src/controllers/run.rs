@@ -4,7 +4,7 @@
 //! ```text
 //!  every member: wake on a Pod/ReplicaSet/Deployment change (watch hub), every 200 ms, or
 //!  when the earliest requeue_after falls
-//!    └── leads? ── list Deployments, ReplicaSets, Pods (local store)
+//!    └── leads? ── Deployments, ReplicaSets, Pods (crate::cache: decoded once, fed by the hub)
 //!          ├─ per Deployment: deployment::decide ─▶ Apply RS (create/scale) · Delete RS ·
 //!          │                                         Apply Deployment · UpdateStatus
 //!          ├─ per ReplicaSet not written above: replicaset::decide ─▶ Apply pods (create,
@@ -24,10 +24,11 @@
 //! an object whose controller reference names a uid no longer stored is deleted.
 
 use super::{controller_of, count_pods_by_owner, deployment, name_suffix, replicaset};
+use crate::cache::{Cache, LeaderCache};
 use crate::events::{reference, EventRecorder, PendingEvents};
 use crate::raft::proposer::Proposer;
 use crate::raft::BerthRaft;
-use crate::store::{Command, CommandResult, Notice, ObjectStore, WatchHub};
+use crate::store::{Command, CommandResult, ObjectStore, WatchHub};
 use berth_proto::k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use berth_proto::k8s_openapi::api::core::v1::Pod;
 use berth_proto::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -36,7 +37,6 @@ use openraft::ServerState;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 
 /// How often a leader reconciles when nothing wakes it: self-healing after failed writes.
@@ -50,7 +50,8 @@ pub async fn run(
     proposer: Proposer,
     events: EventRecorder,
 ) {
-    let mut changes = hub.subscribe();
+    const KINDS: &[Kind] = &[Kind::Deployment, Kind::ReplicaSet, Kind::Pod];
+    let mut cache = LeaderCache::new(raft.clone(), store, hub, KINDS);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut requeue: Option<Instant> = None;
@@ -61,74 +62,46 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        // A burst of changes (a scale's pods) is one pass: the pass syncs them all.
         tokio::select! {
             _ = tick.tick() => {}
             _ = requeued => {}
-            woken = wait_for_change(&mut changes) => if !woken { return },
+            alive = cache.changed() => if !alive { return },
         }
-        // A burst of changes (a scale's pods) is one pass, not one per object.
-        while matches!(changes.try_recv(), Ok(_) | Err(TryRecvError::Lagged(_))) {}
         let state = raft.metrics().borrow().state;
         match state {
             ServerState::Shutdown => return,
             ServerState::Leader => {}
-            _ => continue,
+            _ => {
+                cache.stand_down();
+                continue;
+            }
         }
-        match pass(&store, &proposer, &events).await {
+        let result = match cache.up_to_date().await {
+            Ok((cache, _)) => pass(snapshot(cache), &proposer, &events).await,
+            Err(error) => Err(error.to_string()),
+        };
+        match result {
             Ok(after) => requeue = after.map(|after| Instant::now() + after),
             Err(error) => tracing::warn!("controllers: {error}"),
         }
     }
 }
 
-/// Waits for a Pod, ReplicaSet or Deployment change; false once the hub is gone.
-async fn wait_for_change(changes: &mut tokio::sync::broadcast::Receiver<Notice>) -> bool {
-    loop {
-        match changes.recv().await {
-            Ok(Notice::Change(event))
-                if matches!(
-                    event.key.kind,
-                    Kind::Pod | Kind::ReplicaSet | Kind::Deployment
-                ) =>
-            {
-                return true
-            }
-            Ok(Notice::Change(_)) => {}
-            Ok(Notice::Reset) | Err(RecvError::Lagged(_)) => return true,
-            Err(RecvError::Closed) => return false,
-        }
-    }
+/// The objects one pass decides from, as the leader's cache holds them.
+struct Snapshot<'c> {
+    deployments: Vec<&'c Deployment>,
+    replica_sets: Vec<&'c ReplicaSet>,
+    pods: Vec<&'c Pod>,
 }
 
-/// The objects one pass decides from, as stored on this member.
-struct Snapshot {
-    deployments: Vec<Deployment>,
-    replica_sets: Vec<ReplicaSet>,
-    pods: Vec<Pod>,
-}
-
-async fn snapshot(store: &ObjectStore) -> Result<Snapshot, String> {
-    let store = store.clone();
-    let (deployments, replica_sets, pods) = tokio::task::spawn_blocking(move || {
-        let (deployments, _) = store.list(Kind::Deployment, None)?;
-        let (replica_sets, _) = store.list(Kind::ReplicaSet, None)?;
-        let (pods, _) = store.list(Kind::Pod, None)?;
-        Ok::<_, crate::store::ReadError>((deployments, replica_sets, pods))
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
-    fn parse<T: serde::de::DeserializeOwned>(objects: &[Vec<u8>]) -> Vec<T> {
-        objects
-            .iter()
-            .filter_map(|bytes| serde_json::from_slice(bytes).ok())
-            .collect()
+fn snapshot(cache: &Cache) -> Snapshot<'_> {
+    let objects = &cache.objects;
+    Snapshot {
+        deployments: objects.deployments.values().collect(),
+        replica_sets: objects.replica_sets.values().collect(),
+        pods: objects.pods.values().collect(),
     }
-    Ok(Snapshot {
-        deployments: parse(&deployments),
-        replica_sets: parse(&replica_sets),
-        pods: parse(&pods),
-    })
 }
 
 /// The writes of one pass, built in the shell: uids, names and times are chosen here.
@@ -213,11 +186,10 @@ fn namespace(meta: &ObjectMeta) -> &str {
 
 /// One pass over the local store; returns when to run again at the latest (requeue_after).
 async fn pass(
-    store: &ObjectStore,
+    snapshot: Snapshot<'_>,
     proposer: &Proposer,
     events: &EventRecorder,
 ) -> Result<Option<Duration>, String> {
-    let snapshot = snapshot(store).await?;
     let now = jiff::Timestamp::now();
     let mut writes = Writes {
         commands: Vec::new(),
@@ -237,14 +209,25 @@ async fn pass(
         sets_by_namespace
             .entry(namespace(&rs.metadata))
             .or_default()
-            .push(rs.clone());
+            .push((*rs).clone());
     }
+    // Only namespaces with a controller to decide need their pods (copied: the deciders take
+    // slices); a namespace of bare pods costs nothing here.
+    let controlled: HashSet<&str> = snapshot
+        .deployments
+        .iter()
+        .map(|d| namespace(&d.metadata))
+        .chain(sets_by_namespace.keys().copied())
+        .collect();
     let mut pods_by_namespace: BTreeMap<&str, Vec<Pod>> = BTreeMap::new();
     for pod in &snapshot.pods {
-        pods_by_namespace
-            .entry(namespace(&pod.metadata))
-            .or_default()
-            .push(pod.clone());
+        let ns = namespace(&pod.metadata);
+        if controlled.contains(ns) {
+            pods_by_namespace
+                .entry(ns)
+                .or_default()
+                .push((*pod).clone());
+        }
     }
 
     // ReplicaSets a Deployment step writes: decided again only once that write is applied.
@@ -426,9 +409,9 @@ mod tests {
         let mut live = Deployment::default();
         live.metadata.uid = Some("d-live".into());
         let snapshot = Snapshot {
-            deployments: vec![live],
-            replica_sets: vec![kept_rs, orphan_rs],
-            pods: vec![kept_pod, orphan_pod, bare_pod],
+            deployments: vec![&live],
+            replica_sets: vec![&kept_rs, &orphan_rs],
+            pods: vec![&kept_pod, &orphan_pod, &bare_pod],
         };
         let mut writes = Writes {
             commands: Vec::new(),

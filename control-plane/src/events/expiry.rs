@@ -61,8 +61,17 @@ pub fn period(ttl: Duration) -> Duration {
 pub async fn run(raft: BerthRaft, store: ObjectStore, proposer: Proposer, ttl: Duration) {
     let mut tick = tokio::time::interval(period(ttl));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The period may be a minute: a stopping member must not wait for it to let go of the store.
+    let mut metrics = raft.metrics();
+    let stopped = async move {
+        let _ = metrics.wait_for(|m| m.state == ServerState::Shutdown).await;
+    };
+    tokio::pin!(stopped);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stopped => return,
+        }
         let state = raft.metrics().borrow().state;
         match state {
             ServerState::Shutdown => return,

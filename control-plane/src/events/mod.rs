@@ -1,14 +1,12 @@
 //! Events the control plane records, and their expiry.
 //!
 //! ```text
-//!  scheduler ─┐                                             ┌─ leads? ── one Command::Batch of
-//!  controllers├─ EventRecorder::normal/warning ─▶ queue ─▶ flusher       Apply per Event ──▶ Proposer
-//!  node life- ┘  (never waits; full: dropped)   (aggregates └─ no: dropped (a follower's loops
-//!  cycle                                          repeats)       record nothing anyway)
-//!
-//!  agents ── RecordEvents RPC (batched) ──▶ api::events ──▶ one Command::Batch
-//!
-//!  expiry (leader, every ttl/4, 100 ms..60 s): list Events ── expired() ──▶ Delete batch
+//!  scheduler, controllers, node lifecycle
+//!    └─ EventRecorder::normal/warning ──▶ bounded queue ──▶ flusher (repeats aggregated)
+//!       (never waits; a full queue drops)                    └─ leads? one Command::Batch,
+//!                                                               an Apply per Event ──▶ Proposer
+//!  agents ── RecordEvents (batched) ──▶ api::events ──▶ one Command::Batch
+//!  leader, every ttl/4 (100 ms..60 s): list Events ──▶ expiry::expired() ──▶ one Delete batch
 //! ```
 //!
 //! The queue, naming and repeat aggregation are shared with the agents

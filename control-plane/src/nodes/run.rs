@@ -2,12 +2,14 @@
 //! [`super::evictions`].
 //!
 //! ```text
-//!  every member, every 100 ms: leads? ── list Nodes (local store) + heartbeats ── decide()
+//!  every member, every 100 ms: leads? ── Nodes (crate::cache, fed by the watch hub)
+//!     + heartbeats ── decide()
 //!     ── some node to evict from, and pods changed since the last look? ── list Pods
 //!     ──▶ one Command::Batch: UpdateStatus per changed node, Delete per evicted pod ──▶ Raft
 //! ```
 //!
-//! Heartbeats do not pass through the store, so a timer drives the loop. Pods are listed only
+//! Heartbeats do not pass through the store, so a timer drives the loop. Nodes come from the
+//! leader's cache, decoded once per change rather than listed every tick. Pods are listed only
 //! while some node is being evicted from, and again only after a Pod change: a node that never
 //! comes back does not cost a full pod list every tick. Status writes carry the node's
 //! resourceVersion and deletes the pod's, so a decision from a trailing store never overwrites
@@ -15,17 +17,17 @@
 
 use super::{decide, evictions, Clock, LifecycleConfig};
 use crate::api::nodes::NodeHeartbeats;
+use crate::cache::{Cache, LeaderCache};
 use crate::events::EventRecorder;
 use crate::raft::proposer::Proposer;
 use crate::raft::BerthRaft;
-use crate::store::{Command, CommandResult, Notice, ObjectStore, WatchHub};
+use crate::store::{Command, CommandResult, ObjectStore, WatchHub};
 use berth_proto::events::object_ref;
-use berth_proto::k8s_openapi::api::core::v1::{Node, Pod};
+use berth_proto::k8s_openapi::api::core::v1::Pod;
 use berth_proto::{Kind, ObjectKey};
 use openraft::ServerState;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast::error::TryRecvError;
 
 /// How often the leader looks for silent nodes: detection takes grace plus up to this.
 const TICK: Duration = Duration::from_millis(100);
@@ -40,7 +42,7 @@ pub async fn run(
     config: LifecycleConfig,
     events: EventRecorder,
 ) {
-    let mut changes = hub.subscribe();
+    let mut cache = LeaderCache::new(raft.clone(), store.clone(), hub, &[Kind::Node]);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leader_since: Option<Instant> = None;
@@ -49,30 +51,33 @@ pub async fn run(
     let mut last_evicting = BTreeSet::new();
     loop {
         tick.tick().await;
-        loop {
-            match changes.try_recv() {
-                Ok(Notice::Change(event)) if event.key.kind == Kind::Pod => pods_changed = true,
-                Ok(_) => {}
-                Err(TryRecvError::Lagged(_)) => pods_changed = true,
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Closed) => return,
-            }
-        }
         let state = raft.metrics().borrow().state;
         match state {
             ServerState::Shutdown => return,
             ServerState::Leader => {}
             _ => {
                 leader_since = None;
+                cache.stand_down();
                 continue;
             }
         }
+        let nodes = match cache.up_to_date().await {
+            Ok((nodes, changed)) => {
+                pods_changed |= changed.kind(Kind::Pod);
+                nodes
+            }
+            Err(error) => {
+                tracing::warn!("node lifecycle: {error}");
+                continue;
+            }
+        };
         let since = *leader_since.get_or_insert_with(|| {
             pods_changed = true;
             Instant::now()
         });
         let view = View {
             store: &store,
+            nodes,
             heartbeats: &heartbeats,
             leader_since: since,
             config,
@@ -94,6 +99,8 @@ pub async fn run(
 
 struct View<'a> {
     store: &'a ObjectStore,
+    /// The leader's cache of Nodes.
+    nodes: &'a Cache,
     heartbeats: &'a NodeHeartbeats,
     leader_since: Instant,
     config: LifecycleConfig,
@@ -107,7 +114,6 @@ async fn pass(
     pods_changed: bool,
     last_evicting: &BTreeSet<String>,
 ) -> Result<(BTreeSet<String>, bool), String> {
-    let nodes: Vec<Node> = list(view.store, Kind::Node).await?;
     let last_heard = view.heartbeats.last_heard();
     let now_text = jiff::Timestamp::now().to_string();
     let clock = Clock {
@@ -116,7 +122,7 @@ async fn pass(
         now: Instant::now(),
         now_text: &now_text,
     };
-    let decisions = decide(&nodes, &clock, &view.config);
+    let decisions = decide(view.nodes.objects.nodes.values(), &clock, &view.config);
     let listed =
         !decisions.evicting.is_empty() && (pods_changed || decisions.evicting != *last_evicting);
     let evicted = if listed {

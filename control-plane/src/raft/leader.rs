@@ -1,7 +1,7 @@
 //! Reaching the leader from a follower: client commands are forwarded to it, and a
 //! linearizable read on a follower first asks it for a read index.
 
-use super::BerthRaft;
+use super::{BerthRaft, EncodedCommand};
 use crate::store::{Command, CommandResult};
 use berth_proto::pb::raft_client::RaftClient;
 use berth_proto::pb::RaftMessage;
@@ -29,9 +29,14 @@ impl LeaderLink {
         Ok(client)
     }
 
-    /// Has the leader at `addr` propose `command`; its result once applied there.
-    pub async fn forward(&self, addr: &str, command: &Command) -> Result<CommandResult, Status> {
-        let data = serde_json::to_vec(command).map_err(|e| Status::internal(e.to_string()))?;
+    /// Has the leader at `addr` propose `command`; its result once applied there. The
+    /// command's JSON is the message, as it is (and as earlier versions sent it).
+    pub async fn forward(
+        &self,
+        addr: &str,
+        command: EncodedCommand,
+    ) -> Result<CommandResult, Status> {
+        let data = Vec::from(command.into_bytes());
         let mut request = tonic::Request::new(RaftMessage { data });
         request.set_timeout(super::proposer::PROPOSAL_TIMEOUT);
         let reply = self.client(addr)?.forward(request).await?.into_inner();
@@ -79,7 +84,10 @@ impl ReadBarrier {
         use std::sync::atomic::Ordering;
         let term = raft.metrics().borrow().current_term;
         if self.term.load(Ordering::Acquire) != term + 1 {
-            match raft.client_write(Command::Batch(Vec::new())).await {
+            match raft
+                .client_write(EncodedCommand::new(&Command::Batch(Vec::new())))
+                .await
+            {
                 Ok(_) => self.term.store(term + 1, Ordering::Release),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
                     return Err(ReadIndexError::NotLeader(to.leader_node))

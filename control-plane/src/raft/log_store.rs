@@ -31,7 +31,7 @@ use std::ops::RangeBounds;
 use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::oneshot;
 
-/// Log entries by index, as JSON.
+/// Log entries by index, in `codec`'s binary encoding (JSON in logs of earlier versions).
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 /// `vote`, `committed` and `last_purged`, as JSON.
 const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta");
@@ -251,7 +251,9 @@ fn commit_group(db: &Database, group: &[Op]) -> Result<(), redb::Error> {
             match op {
                 Op::Append(entries, _) => {
                     for entry in entries {
-                        log.insert(entry.log_id.index, json(entry)?.as_slice())?;
+                        let record = super::codec::encode_entry(entry)
+                            .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                        log.insert(entry.log_id.index, record.as_slice())?;
                     }
                 }
                 Op::Truncate(index, _) => log.retain_in(*index.., |_, _| false)?,
@@ -301,7 +303,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 let (index, value) = item.map_err(read_err)?;
                 stored.push((
                     index.value(),
-                    serde_json::from_slice::<Entry>(value.value()).map_err(read_err)?,
+                    super::codec::decode_stored_entry(value.value()).map_err(read_err)?,
                 ));
             }
             Ok(stored)
@@ -331,11 +333,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let txn = db.begin_read().map_err(read_err)?;
             let table = txn.open_table(LOG).map_err(read_err)?;
             let stored_last = match table.last().map_err(read_err)? {
-                Some((_, value)) => Some(
-                    serde_json::from_slice::<Entry>(value.value())
-                        .map_err(read_err)?
-                        .log_id,
-                ),
+                Some((_, value)) => {
+                    Some(super::codec::decode_stored_log_id(value.value()).map_err(read_err)?)
+                }
                 None => None,
             };
             let last_log_id = pending_last.max(stored_last).or(last_purged_log_id);

@@ -11,6 +11,7 @@
 // openraft's StorageError is large; it is openraft's type, returned as openraft expects.
 #![allow(clippy::result_large_err)]
 
+pub mod codec;
 pub mod leader;
 pub mod log_store;
 pub mod network;
@@ -19,16 +20,18 @@ pub mod proposer;
 pub mod service;
 pub mod state_machine;
 
-use crate::store::{Command, CommandResult};
+use crate::store::CommandResult;
+pub use codec::EncodedCommand;
 use std::io::Cursor;
 
 /// A member's id in the Raft cluster.
 pub type MemberId = u64;
 
 openraft::declare_raft_types!(
-    /// berth's Raft: log entries carry [`Command`]s, members are addressed by their gRPC address.
+    /// berth's Raft: log entries carry [`crate::store::Command`]s, encoded once where they
+    /// are proposed (see `codec`); members are addressed by their gRPC address.
     pub TypeConfig:
-        D = Command,
+        D = EncodedCommand,
         R = CommandResult,
         NodeId = MemberId,
         Node = openraft::BasicNode,

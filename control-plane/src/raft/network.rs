@@ -1,6 +1,8 @@
 //! openraft's network, over tonic: each RPC's request and response are openraft's own types
-//! as JSON in a [`RaftMessage`]. The remote side answers `Result<response, RaftError>`.
+//! in a [`RaftMessage`]: AppendEntries (every write, every heartbeat) in `codec`'s binary
+//! encoding, the rare others as JSON. The remote side answers `Result<response, RaftError>`.
 
+use super::codec;
 use super::log_store::Durable;
 use super::{MemberId, TypeConfig};
 use berth_proto::pb::raft_client::RaftClient;
@@ -56,6 +58,7 @@ type RpcResult<T, E = openraft::error::Infallible> =
     Result<T, RPCError<MemberId, BasicNode, RaftError<MemberId, E>>>;
 
 impl Network {
+    /// A request as JSON, its answer as JSON.
     async fn call<Req, Resp, E>(
         &mut self,
         method: Method,
@@ -67,13 +70,26 @@ impl Network {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let data =
+            serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let reply = self.send(method, data, option).await?;
+        let result: Result<Resp, RaftError<MemberId, E>> =
+            serde_json::from_slice(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// Sends an encoded request; the encoded answer.
+    async fn send<E: std::error::Error>(
+        &mut self,
+        method: Method,
+        data: Vec<u8>,
+        option: &RPCOption,
+    ) -> RpcResult<Vec<u8>, E> {
         let Some(client) = self.client.as_mut() else {
             return Err(RPCError::Unreachable(Unreachable::new(
                 &std::io::Error::other("invalid member address"),
             )));
         };
-        let data =
-            serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut message = tonic::Request::new(RaftMessage { data });
         message.set_timeout(option.hard_ttl());
         let reply = match method {
@@ -87,10 +103,7 @@ impl Network {
             }
             _ => RPCError::Network(NetworkError::new(&status)),
         })?;
-        let result: Result<Resp, RaftError<MemberId, E>> =
-            serde_json::from_slice(&reply.into_inner().data)
-                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        Ok(reply.into_inner().data)
     }
 }
 
@@ -112,7 +125,12 @@ impl RaftNetwork<TypeConfig> for Network {
         if let Some(committed) = rpc.leader_commit {
             self.durable.reached(committed.index).await;
         }
-        self.call(Method::AppendEntries, &rpc, &option).await
+        let data = codec::encode_append_request(&rpc)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let reply = self.send(Method::AppendEntries, data, &option).await?;
+        codec::decode_append_response(reply.into())
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
+            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
     async fn install_snapshot(

@@ -4,12 +4,15 @@
 //! together as one [`Command::Batch`] entry: one fsync for all of them, each with its own
 //! result. A lone client sees no extra wait: its command goes out at once, alone.
 //!
+//! Each command is serialized once, by the task that proposes it (in parallel, not in the
+//! proposing loop), and a batch is built from those bytes (`EncodedCommand::batch`).
+//!
 //! Followers forward their batches to the leader, where they join the leader's own queue, so
 //! that the whole cluster's concurrent writes share entries. A forwarded batch is never
 //! forwarded again (no loops while leadership moves): the follower's clients retry instead.
 
 use super::leader::LeaderLink;
-use super::BerthRaft;
+use super::{BerthRaft, EncodedCommand};
 use crate::store::{Command, CommandResult};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot};
@@ -36,7 +39,7 @@ enum Origin {
 
 #[derive(Clone)]
 pub struct Proposer {
-    queue: mpsc::UnboundedSender<(Command, Origin, Reply)>,
+    queue: mpsc::UnboundedSender<(EncodedCommand, Origin, Reply)>,
 }
 
 impl Proposer {
@@ -49,15 +52,23 @@ impl Proposer {
 
     /// Proposes one command and waits for its result once applied here.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, Status> {
-        self.enqueue(command, Origin::Client).await
+        self.enqueue(EncodedCommand::new(&command), Origin::Client)
+            .await
     }
 
     /// Proposes a follower's batch here; fails if this member no longer leads.
-    pub async fn propose_forwarded(&self, command: Command) -> Result<CommandResult, Status> {
+    pub async fn propose_forwarded(
+        &self,
+        command: EncodedCommand,
+    ) -> Result<CommandResult, Status> {
         self.enqueue(command, Origin::Follower).await
     }
 
-    async fn enqueue(&self, command: Command, origin: Origin) -> Result<CommandResult, Status> {
+    async fn enqueue(
+        &self,
+        command: EncodedCommand,
+        origin: Origin,
+    ) -> Result<CommandResult, Status> {
         let (reply, result) = oneshot::channel();
         self.queue
             .send((command, origin, reply))
@@ -72,11 +83,11 @@ impl Proposer {
 async fn propose_or_forward(
     raft: &BerthRaft,
     leader: &LeaderLink,
-    proposal: Command,
+    proposal: EncodedCommand,
     may_forward: bool,
 ) -> Result<CommandResult, Status> {
-    // A follower that knows the leader forwards without trying: proposing consumes the
-    // command, and copying a batch of a few hundred objects to keep it is not free.
+    // A follower that knows the leader forwards without trying: a proposal there would only
+    // come back as ForwardToLeader.
     let metrics = raft.metrics().borrow().clone();
     if may_forward && metrics.current_leader != Some(metrics.id) {
         let node = metrics.current_leader.and_then(|id| {
@@ -87,7 +98,7 @@ async fn propose_or_forward(
                 .cloned()
         });
         if let Some(node) = node {
-            return leader.forward(&node.addr, &proposal).await;
+            return leader.forward(&node.addr, proposal).await;
         }
     }
     match raft.client_write(proposal).await {
@@ -102,19 +113,19 @@ async fn propose_or_forward(
 async fn propose_loop(
     raft: BerthRaft,
     leader: LeaderLink,
-    mut commands: mpsc::UnboundedReceiver<(Command, Origin, Reply)>,
+    mut commands: mpsc::UnboundedReceiver<(EncodedCommand, Origin, Reply)>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let may_forward = batch.iter().all(|(_, origin, _)| *origin == Origin::Client);
-        let (mut commands_of_batch, replies): (Vec<Command>, Vec<Reply>) = batch
+        let (mut commands_of_batch, replies): (Vec<EncodedCommand>, Vec<Reply>) = batch
             .drain(..)
             .map(|(command, _, reply)| (command, reply))
             .unzip();
         let proposal = if commands_of_batch.len() == 1 {
             commands_of_batch.pop().expect("one command")
         } else {
-            Command::Batch(commands_of_batch)
+            EncodedCommand::batch(&commands_of_batch)
         };
         tracing::trace!(commands = replies.len(), "proposing");
         let proposed = tokio::time::timeout(

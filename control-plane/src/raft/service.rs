@@ -1,5 +1,6 @@
 //! The receiving side of the Raft network: a tonic service that hands each RPC to openraft.
 
+use super::codec;
 use super::prevote::{self, LeaderContact};
 use super::BerthRaft;
 use berth_proto::pb::raft_server::Raft;
@@ -52,12 +53,16 @@ impl Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let result = self.raft.append_entries(decode(request)?).await;
+        let rpc = codec::decode_append_request(request.into_inner().data.into())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let result = self.raft.append_entries(rpc).await;
         if matches!(&result, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
         {
             self.contact.touch();
         }
-        encode(result)
+        let data =
+            codec::encode_append_response(&result).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(RaftMessage { data }))
     }
 
     async fn pre_vote(
@@ -79,8 +84,9 @@ impl Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        // Joins this member's queue (group commit); never forwarded again.
-        let command: crate::store::Command = decode(request)?;
+        // Joins this member's queue (group commit); never forwarded again. The command's
+        // bytes go into the log as they came (see codec.rs).
+        let command = super::EncodedCommand::from_bytes(request.into_inner().data.into());
         let result = self
             .proposer
             .propose_forwarded(command)

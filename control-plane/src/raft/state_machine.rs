@@ -1,6 +1,9 @@
 //! The Raft state machine: applies committed [`Command`]s to the object store, builds and
 //! installs snapshots.
 //!
+//! Commands arrive as the bytes they were proposed as (see codec.rs) and are parsed here, the
+//! one place that needs them parsed.
+//!
 //! Applies commit without fsync: they are re-derivable from the log, whose appends do fsync
 //! (and redb persists every earlier commit with the next durable one). After a crash the
 //! state machine is at some earlier applied index, consistent with itself, and openraft
@@ -8,7 +11,7 @@
 
 use super::log_store::Durable;
 use super::{blocking, Entry, LogId, MemberId, StorageError, TypeConfig};
-use crate::store::{CommandResult, ObjectStore, StoreSnapshot, WatchHub};
+use crate::store::{CommandResult, ObjectStore, StoreError, StoreSnapshot, WatchHub};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     BasicNode, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
@@ -173,12 +176,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     put_json(&mut meta, "last_applied", &Some(entry.log_id))?;
                     match &entry.payload {
                         EntryPayload::Blank => results.push(CommandResult::None),
-                        EntryPayload::Normal(command) => {
-                            let (result, changes) =
-                                this.store.apply(&txn, command).map_err(sm_write)?;
-                            results.push(result);
-                            events.extend(changes);
-                        }
+                        EntryPayload::Normal(encoded) => match encoded.decode() {
+                            Ok(command) => {
+                                let (result, changes) =
+                                    this.store.apply(&txn, &command).map_err(sm_write)?;
+                                results.push(result);
+                                events.extend(changes);
+                            }
+                            // The same bytes fail alike on every member: the entry is
+                            // a no-op, not a reason to stop applying.
+                            Err(error) => results.push(CommandResult::Failed(StoreError::Invalid(
+                                format!("undecodable command: {error}"),
+                            ))),
+                        },
                         EntryPayload::Membership(membership) => {
                             put_json(
                                 &mut meta,

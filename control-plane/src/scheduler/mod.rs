@@ -3,11 +3,11 @@
 //! ```text
 //!  leader's scheduler loop (async shell)          this module (pure, no IO)
 //!  ─────────────────────────────────────          ──────────────────────────────────────────
-//!  list Nodes + Pods ──────────────────────────▶ Snapshot::new(nodes, pods)
+//!  cached Nodes + Pods ────────────────────────▶ Snapshot::new(nodes, pods)
 //!                                                 snapshot.schedule(pending, oldest first)
 //!                                                   per pod: filter every node, score the
 //!                                                   ones left, bind to the best, count it
-//!  one Raft entry with every Binding ◀──────────── Decisions { bindings, unschedulable }
+//!  Raft entries of Bindings ◀──────────────────── Decisions { bindings, unschedulable }
 //!  PodScheduled=False + Event per Unschedulable ◀─┘
 //! ```
 //!

@@ -1,35 +1,45 @@
-//! The scheduler's loop: the async shell around [`super::schedule`].
+//! The scheduler's loop: the async shell around [`super::Snapshot`].
 //!
 //! ```text
 //!  every member: wake on a Pod/Node change (watch hub) or every 200 ms
-//!    └── leads? ── list Nodes + Pods (local store) ── schedule() ──▶ one Command::Batch:
-//!                    Bind per binding, UpdateStatus (PodScheduled=False) per unschedulable
-//!                    pod whose condition changed ──▶ Proposer ──▶ Raft
+//!    └── leads? ── cache (crate::cache: Nodes + Pods, decoded once, fed by the hub;
+//!                   built after a read barrier when this member starts leading)
+//!          ── pending pods, oldest first ── Snapshot::new(nodes, pods)
+//!          ── per chunk of BINDS_PER_ENTRY pending pods: snapshot.schedule(chunk)
+//!               ──▶ one Command::Batch: Bind per binding, UpdateStatus (PodScheduled=False)
+//!                   per unschedulable pod whose condition changed ──▶ Proposer ──▶ Raft
+//!               (the next chunk is decided while this one commits)
 //! ```
 //!
 //! The leader's store may trail the log by the entries being applied: the scheduler may then
 //! decide from a slightly old view. `Bind`'s preconditions (same uid, still unbound) keep such
 //! a decision from binding a pod twice or a namesake; the status update carries the pod's
 //! resourceVersion, so it never overwrites a newer status. Failed commands are retried by the
-//! next pass, which sees the store as it is then.
+//! next pass, which sees the store as it is then. A pass starts only once the previous pass's
+//! binds are applied, and syncs the cache first, so it never decides again for a pod it bound.
 //!
 //! Bound pods get `PodScheduled=True` from their node's agent, with the rest of their status.
 
+use super::{Decisions, Snapshot};
+use crate::cache::{Cache, LeaderCache};
 use crate::events::EventRecorder;
 use crate::raft::proposer::Proposer;
 use crate::raft::BerthRaft;
-use crate::store::{Command, CommandResult, Notice, ObjectStore, WatchHub};
-use berth_proto::k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use crate::store::{Command, CommandResult, ObjectStore, WatchHub};
+use berth_proto::k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use berth_proto::{Kind, ObjectKey};
 use openraft::ServerState;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
 
 /// How often a leader schedules when nothing wakes it (nodes' resources also free up when pods
 /// finish, which a status change reports, but a timer keeps the loop simple and self-healing).
 const TICK: Duration = Duration::from_millis(200);
+
+/// Binds per Raft entry: thousands share one fsync, and an entry stays a few hundred KB.
+const BINDS_PER_ENTRY: usize = 2048;
 
 /// Runs on every member; acts while it leads. Ends when Raft shuts down.
 pub async fn run(
@@ -39,79 +49,116 @@ pub async fn run(
     proposer: Proposer,
     events: EventRecorder,
 ) {
-    let mut changes = hub.subscribe();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cache = LeaderCache::new(raft.clone(), store, hub, &[Kind::Node, Kind::Pod]);
     loop {
+        // A burst of changes (a Deployment's pods) is one pass: the pass syncs them all.
         tokio::select! {
             _ = tick.tick() => {}
-            woken = wait_for_change(&mut changes) => if !woken { return },
+            alive = cache.changed() => if !alive { return },
         }
-        // A burst of changes (a Deployment's pods) is one pass, not one per pod.
-        while matches!(
-            changes.try_recv(),
-            Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_))
-        ) {}
         let state = raft.metrics().borrow().state;
         match state {
             ServerState::Shutdown => return,
             ServerState::Leader => {}
-            _ => continue,
+            _ => {
+                cache.stand_down();
+                continue;
+            }
         }
-        if let Err(error) = pass(&store, &proposer, &events).await {
+        let result = match cache.up_to_date().await {
+            Ok((cache, _)) => pass(cache, &proposer, &events).await,
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = result {
             tracing::warn!("scheduling: {error}");
         }
     }
 }
 
-/// Waits for a Pod or Node change; false once the hub is gone.
-async fn wait_for_change(changes: &mut tokio::sync::broadcast::Receiver<Notice>) -> bool {
-    loop {
-        match changes.recv().await {
-            Ok(Notice::Change(event)) if matches!(event.key.kind, Kind::Pod | Kind::Node) => {
-                return true
+/// One chunk's commands on their way through Raft.
+struct InFlight {
+    decisions: Decisions,
+    proposal: JoinHandle<Result<CommandResult, tonic::Status>>,
+}
+
+impl InFlight {
+    /// Waits for the chunk's result; logs it and records a `Scheduled` event per bound pod.
+    async fn finish(self, events: &EventRecorder) -> Result<(), String> {
+        let result = self
+            .proposal
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|status| status.message().to_string())?;
+        let CommandResult::Batch(results) = result else {
+            return Err(format!("a batch was answered with {result:?}"));
+        };
+        let mut bound = 0;
+        for (binding, result) in self.decisions.bindings.iter().zip(&results) {
+            match result {
+                CommandResult::Failed(error) => {
+                    // Expected when the store moved on since it was read: the next pass retries.
+                    tracing::debug!(pod = %binding.name, node = %binding.node, "not bound: {error}");
+                }
+                _ => {
+                    bound += 1;
+                    tracing::debug!(namespace = %binding.namespace, pod = %binding.name, node = %binding.node, "bound");
+                    let (ns, pod, node) = (&binding.namespace, &binding.name, &binding.node);
+                    let message = format!("Successfully assigned {ns}/{pod} to {node}");
+                    events.normal(&pod_ref(ns, pod, &binding.uid), "Scheduled", message);
+                }
             }
-            Ok(Notice::Change(_)) => {}
-            Ok(Notice::Reset) | Err(RecvError::Lagged(_)) => return true,
-            Err(RecvError::Closed) => return false,
         }
+        tracing::info!(
+            bound,
+            proposed = results.len(),
+            "scheduling: binds committed"
+        );
+        Ok(())
     }
 }
 
-/// One scheduling pass over the local store.
-async fn pass(
-    store: &ObjectStore,
-    proposer: &Proposer,
-    events: &EventRecorder,
-) -> Result<(), String> {
-    let store = store.clone();
-    let (nodes, pods) = tokio::task::spawn_blocking(move || {
-        let (nodes, _) = store.list(Kind::Node, None)?;
-        let (pods, _) = store.list(Kind::Pod, None)?;
-        Ok::<_, crate::store::ReadError>((nodes, pods))
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
-    let nodes: Vec<Node> = nodes
-        .iter()
-        .filter_map(|bytes| serde_json::from_slice(bytes).ok())
-        .collect();
-    let mut raw: HashMap<(String, String), &[u8]> = HashMap::new();
-    let mut typed = Vec::with_capacity(pods.len());
-    for bytes in &pods {
-        let Ok(pod) = serde_json::from_slice::<Pod>(bytes) else {
-            continue;
-        };
-        let (namespace, name) = (
-            pod.metadata.namespace.clone().unwrap_or_default(),
-            pod.metadata.name.clone().unwrap_or_default(),
-        );
-        raw.insert((namespace, name), bytes);
-        typed.push(pod);
+/// One scheduling pass over the cache: every pending pod, in chunks of [`BINDS_PER_ENTRY`].
+async fn pass(cache: &Cache, proposer: &Proposer, events: &EventRecorder) -> Result<(), String> {
+    let objects = &cache.objects;
+    let pending = super::pending_oldest_first(objects.pods.values());
+    if pending.is_empty() {
+        return Ok(());
     }
-    let decisions = super::schedule(&nodes, &typed);
+    let mut snapshot = Snapshot::new(objects.nodes.values(), objects.pods.values());
+    let now = jiff::Timestamp::now().to_string();
+    let mut in_flight: Option<InFlight> = None;
+    for chunk in pending.chunks(BINDS_PER_ENTRY) {
+        let decisions = snapshot.schedule(chunk.iter().copied());
+        let commands = commands(&decisions, chunk, &now, events);
+        // Decided while the previous chunk committed; proposed once it is applied, so that
+        // entries stay one chunk each.
+        if let Some(previous) = in_flight.take() {
+            previous.finish(events).await?;
+        }
+        if commands.is_empty() {
+            continue;
+        }
+        let proposer = proposer.clone();
+        in_flight = Some(InFlight {
+            decisions,
+            proposal: tokio::spawn(async move { proposer.propose(Command::Batch(commands)).await }),
+        });
+    }
+    if let Some(last) = in_flight {
+        last.finish(events).await?;
+    }
+    Ok(())
+}
 
+/// The writes of one chunk's decisions: its binds first (in order), then status updates.
+fn commands(
+    decisions: &Decisions,
+    chunk: &[&Pod],
+    now: &str,
+    events: &EventRecorder,
+) -> Vec<Command> {
     let mut commands: Vec<Command> = decisions
         .bindings
         .iter()
@@ -121,53 +168,35 @@ async fn pass(
             node: binding.node.clone(),
         })
         .collect();
-    let now = jiff::Timestamp::now().to_string();
-    for pod in &decisions.unschedulable {
-        let Some(stored) = raw
-            .get(&(pod.namespace.clone(), pod.name.clone()))
-            .and_then(|bytes| serde_json::from_slice::<Value>(bytes).ok())
-        else {
+    let by_uid: HashMap<&str, &Pod> = match decisions.unschedulable.is_empty() {
+        true => HashMap::new(),
+        false => chunk
+            .iter()
+            .filter_map(|pod| Some((pod.metadata.uid.as_deref()?, *pod)))
+            .collect(),
+    };
+    for unschedulable in &decisions.unschedulable {
+        let pod = by_uid.get(unschedulable.uid.as_str());
+        let Some(stored) = pod.and_then(|pod| serde_json::to_value(*pod).ok()) else {
             continue;
         };
-        if let Some(status) = unschedulable_status(&stored, &pod.reason, &now) {
-            tracing::info!(namespace = %pod.namespace, pod = %pod.name, "unschedulable: {}", pod.reason);
-            let involved = pod_ref(&pod.namespace, &pod.name, &pod.uid);
-            events.warning(&involved, "FailedScheduling", &pod.reason);
+        if let Some(status) = unschedulable_status(&stored, &unschedulable.reason, now) {
+            tracing::info!(namespace = %unschedulable.namespace, pod = %unschedulable.name, "unschedulable: {}", unschedulable.reason);
+            let involved = pod_ref(
+                &unschedulable.namespace,
+                &unschedulable.name,
+                &unschedulable.uid,
+            );
+            events.warning(&involved, "FailedScheduling", &unschedulable.reason);
             commands.push(Command::UpdateStatus {
-                key: ObjectKey::new(Kind::Pod, &pod.namespace, &pod.name),
+                key: ObjectKey::new(Kind::Pod, &unschedulable.namespace, &unschedulable.name),
                 status,
                 resource_version: Some(crate::store::apply::resource_version(&stored)),
-                uid: Some(pod.uid.clone()),
+                uid: Some(unschedulable.uid.clone()),
             });
         }
     }
-    if commands.is_empty() {
-        return Ok(());
-    }
-    let proposed = commands.len();
-    let result = proposer
-        .propose(Command::Batch(commands))
-        .await
-        .map_err(|status| status.message().to_string())?;
-    let CommandResult::Batch(results) = result else {
-        return Err(format!("a batch was answered with {result:?}"));
-    };
-    for (binding, result) in decisions.bindings.iter().zip(&results) {
-        match result {
-            CommandResult::Failed(error) => {
-                // Expected when the store moved on since it was read: the next pass retries.
-                tracing::debug!(pod = %binding.name, node = %binding.node, "not bound: {error}");
-            }
-            _ => {
-                tracing::info!(namespace = %binding.namespace, pod = %binding.name, node = %binding.node, "bound");
-                let (ns, pod, node) = (&binding.namespace, &binding.name, &binding.node);
-                let message = format!("Successfully assigned {ns}/{pod} to {node}");
-                events.normal(&pod_ref(ns, pod, &binding.uid), "Scheduled", message);
-            }
-        }
-    }
-    tracing::debug!(proposed, "scheduling pass done");
-    Ok(())
+    commands
 }
 
 fn pod_ref(namespace: &str, name: &str, uid: &str) -> ObjectReference {
