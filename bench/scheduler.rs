@@ -15,8 +15,14 @@
 //! history) is in the way. Reports per run and the median per pod count beside the published
 //! anchors: kube-scheduler's CI floor (270 pods/s at 5,000 nodes) and Nomad's C1M (3,750/s).
 //!
+//! With `--backlog` the nodes are registered without a status (not Ready) and all turn Ready
+//! in one UpdateStatus call (one Raft entry) once every pod is stored: the scheduler then has
+//! the whole backlog at once, and pods/s counts from that moment to the last bind. Without it,
+//! pods are bound as they arrive and pods/s (first apply → all bound) is bounded by how fast
+//! the API stores them.
+//!
 //! Usage: scheduler-bench [--nodes 5000] [--pods 10000,50000] [--runs 3] [--clients 256]
-//!                        [--heartbeat-ms 2000] [--grace-ms 10000]    (root)
+//!                        [--heartbeat-ms 2000] [--grace-ms 10000] [--backlog]    (root)
 
 use anyhow::{bail, Context, Result};
 use berth_control_plane::{Member, MemberConfig};
@@ -59,6 +65,10 @@ struct Args {
     /// Node lifecycle grace: silence after which a node goes NotReady.
     #[arg(long, default_value_t = 10_000)]
     grace_ms: u64,
+    /// Measure a backlog: the nodes report no status (not Ready) while the pods are created,
+    /// then all turn Ready in one Raft entry; pods/s is from then to the last bind.
+    #[arg(long)]
+    backlog: bool,
 }
 
 /// HTTP/2 connections the load is spread over (one connection is one server task).
@@ -154,7 +164,13 @@ where
     Ok(())
 }
 
-async fn register_nodes(apis: &[ApiClient<Channel>], nodes: usize, clients: usize) -> Result<()> {
+/// Registers the nodes; with `ready`, reports their status too (Ready).
+async fn register_nodes(
+    apis: &[ApiClient<Channel>],
+    nodes: usize,
+    clients: usize,
+    ready: bool,
+) -> Result<()> {
     let pool = apis.to_vec();
     for_each_concurrently(nodes, clients, move |i| {
         let mut api = pool[i % pool.len()].clone();
@@ -169,12 +185,20 @@ async fn register_nodes(apis: &[ApiClient<Channel>], nodes: usize, clients: usiz
         }
     })
     .await?;
+    if ready {
+        report_ready(apis, nodes, STATUS_BATCH).await?;
+    }
+    Ok(())
+}
+
+/// Reports every node Ready, `batch` nodes per UpdateStatus call (one call: one Raft entry).
+async fn report_ready(apis: &[ApiClient<Channel>], nodes: usize, batch: usize) -> Result<()> {
     let status = serde_json::to_vec(&node_status())?;
-    let batches = nodes.div_ceil(STATUS_BATCH);
+    let batches = nodes.div_ceil(batch);
     let pool = apis.to_vec();
     for_each_concurrently(batches, CONNECTIONS, move |b| {
         let mut api = pool[b % pool.len()].clone();
-        let updates = (b * STATUS_BATCH..((b + 1) * STATUS_BATCH).min(nodes))
+        let updates = (b * batch..((b + 1) * batch).min(nodes))
             .map(|i| StatusUpdate {
                 object: Some(ObjectRef {
                     kind: "Node".into(),
@@ -240,6 +264,8 @@ struct Run {
     pods: usize,
     /// First apply sent → last apply acknowledged.
     created: Duration,
+    /// First apply sent → all nodes Ready (`--backlog`), else → last apply acknowledged.
+    released: Duration,
     /// First apply sent → last pod bound.
     bound: Duration,
     /// Pods already bound when the last apply was acknowledged.
@@ -249,17 +275,18 @@ struct Run {
 }
 
 impl Run {
-    /// All stored → all bound.
+    /// All stored (and, with `--backlog`, all nodes Ready) → all bound.
     fn tail(&self) -> Duration {
-        self.bound.saturating_sub(self.created)
+        self.bound.saturating_sub(self.released)
     }
-    /// Pods bound per second, first apply → all bound.
-    fn rate(&self) -> f64 {
-        self.pods as f64 / self.bound.as_secs_f64()
+    /// Pods bound per second: first apply → all bound; with `--backlog`, from all nodes Ready.
+    fn rate(&self, backlog: bool) -> f64 {
+        let over = if backlog { self.tail() } else { self.bound };
+        self.pods as f64 / over.as_secs_f64()
     }
     /// Pods left unbound at the end of creation, bound per second from then.
     fn tail_rate(&self) -> f64 {
-        let left = self.pods - self.bound_when_stored;
+        let left = self.pods.saturating_sub(self.bound_when_stored);
         if left == 0 {
             return f64::NAN;
         }
@@ -360,7 +387,7 @@ async fn run_point(args: &Args, pods: usize, run: usize) -> Result<Run> {
     }
 
     let registering = Instant::now();
-    register_nodes(&apis, args.nodes, args.clients).await?;
+    register_nodes(&apis, args.nodes, args.clients, !args.backlog).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicU64::new(0));
     let beats = keep_nodes_alive(
@@ -402,6 +429,11 @@ async fn run_point(args: &Args, pods: usize, run: usize) -> Result<Run> {
     .await?;
     let created = start.elapsed();
     let bound_when_stored = progress.load(Ordering::Relaxed) as usize;
+    if args.backlog {
+        // Every node Ready in one Raft entry: the whole backlog becomes schedulable at once.
+        report_ready(&apis, args.nodes, args.nodes).await?;
+    }
+    let released = start.elapsed();
     let all_bound = tokio::time::timeout(Duration::from_secs(600), watching)
         .await
         .context("pods not all bound within 600 s")???;
@@ -440,6 +472,7 @@ async fn run_point(args: &Args, pods: usize, run: usize) -> Result<Run> {
     Ok(Run {
         pods,
         created,
+        released,
         bound,
         bound_when_stored,
         not_ready_nodes,
@@ -464,6 +497,12 @@ fn main() -> Result<()> {
          one control-plane member in-process (fsync on), pods created through the API by {} clients",
         args.nodes, args.heartbeat_ms, args.grace_ms, args.clients
     );
+    if args.backlog {
+        println!(
+            "backlog: nodes not Ready while the pods are created, then all Ready in one entry; \
+             pods/s and stored→all bound count from then"
+        );
+    }
     println!(
         "| pods | run | created in s | created/s | bound when stored | stored→all bound s | \
          first→all bound s | pods/s | tail pods/s | NotReady nodes | beat failures |"
@@ -483,18 +522,23 @@ fn main() -> Result<()> {
                 result.bound_when_stored,
                 result.tail().as_secs_f64(),
                 result.bound.as_secs_f64(),
-                result.rate(),
+                result.rate(args.backlog),
                 result.tail_rate(),
                 result.not_ready_nodes,
                 result.heartbeat_failures,
             );
-            rates.push(result.rate());
+            rates.push(result.rate(args.backlog));
             tails.push(result.tail().as_secs_f64());
         }
         medians.push((pods, median(rates), median(tails)));
     }
     println!();
-    println!("| pods | berth pods/s (median, first→all bound) | stored→all bound s (median) | × kube-scheduler CI floor (270/s) | × Nomad C1M (3,750/s) |");
+    let measured = if args.backlog {
+        "all nodes Ready→all bound"
+    } else {
+        "first→all bound"
+    };
+    println!("| pods | berth pods/s (median, {measured}) | stored→all bound s (median) | × kube-scheduler CI floor (270/s) | × Nomad C1M (3,750/s) |");
     println!("|---|---|---|---|---|");
     for (pods, rate, tail) in medians {
         println!(

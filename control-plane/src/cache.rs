@@ -212,6 +212,8 @@ impl Cache {
             objects: CachedObjects::default(),
         };
         cache.relist().await?;
+        // A fresh cache reports changes from here on.
+        cache.seen = Changed::default();
         Ok(cache)
     }
 
@@ -416,6 +418,7 @@ mod tests {
 
     use super::*;
     use crate::store::Command;
+    use redb::ReadableDatabase;
     use serde_json::json;
     use std::sync::Arc;
 

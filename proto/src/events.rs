@@ -16,6 +16,8 @@
 //! source, involved object, type, reason and message are one Event whose `count` and
 //! `lastTimestamp` move on, as long as the previous occurrence is recent ([`REPEAT_WINDOW`]).
 //! Names are Kubernetes' too: `<involved object name>.<16 hex digits of the time in ns>`.
+//! Each recorder writes at most what its [`RateLimit`] allows (kubelet's `--event-qps`): events
+//! are best effort, and a storm of them must not slow the work they describe.
 
 use crate::Kind;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
@@ -283,10 +285,85 @@ pub struct EventQueue {
     dropped: Arc<AtomicU64>,
     /// Dropped occurrences already reported in a warning.
     reported: u64,
+    bucket: Bucket,
+    /// Events over the rate limit, not yet reported.
+    over_rate: u64,
 }
 
-/// A recorder and its queue, holding at most `capacity` occurrences not yet taken.
-pub fn channel(capacity: usize, component: &'static str) -> (EventRecorder, EventQueue) {
+/// How many events a recorder writes: `per_second` on average, `burst` at once. Events are
+/// best effort: in a storm (thousands of pods scheduled at once) the work matters more than an
+/// event per pod, and an event write costs the store about what a bind does. Kubernetes limits
+/// them the same way (kubelet's `--event-qps`/`--event-burst`, the clients' QPS).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// kubelet's defaults: `--event-qps 50 --event-burst 100`.
+    pub const KUBELET: RateLimit = RateLimit {
+        per_second: 50.0,
+        burst: 100,
+    };
+}
+
+/// A token bucket over a [`RateLimit`]. Pure: the caller passes the time.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    limit: RateLimit,
+    tokens: f64,
+    last: Option<std::time::Instant>,
+}
+
+impl Bucket {
+    /// A full bucket: `burst` events may go at once.
+    pub fn new(limit: RateLimit) -> Bucket {
+        Bucket {
+            limit,
+            tokens: f64::from(limit.burst),
+            last: None,
+        }
+    }
+
+    /// Whether one more event may go at `now`.
+    pub fn take(&mut self, now: std::time::Instant) -> bool {
+        if let Some(last) = self.last {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * self.limit.per_second;
+            self.tokens = (self.tokens + refill).min(f64::from(self.limit.burst));
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Events a flusher did not write since it last asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Occurrences refused by a full queue.
+    pub queue_full: u64,
+    /// Events over the rate limit.
+    pub over_rate: u64,
+}
+
+impl Dropped {
+    pub fn any(&self) -> bool {
+        self.queue_full > 0 || self.over_rate > 0
+    }
+}
+
+/// A recorder and its queue, holding at most `capacity` occurrences not yet taken, writing at
+/// most what `limit` allows.
+pub fn channel(
+    capacity: usize,
+    component: &'static str,
+    limit: RateLimit,
+) -> (EventRecorder, EventQueue) {
     let (queue, occurrences) = mpsc::channel(capacity.max(1));
     let dropped = Arc::new(AtomicU64::new(0));
     let recorder = EventRecorder {
@@ -300,6 +377,8 @@ pub fn channel(capacity: usize, component: &'static str) -> (EventRecorder, Even
         correlator: Correlator::default(),
         dropped,
         reported: 0,
+        bucket: Bucket::new(limit),
+        over_rate: 0,
     };
     (recorder, queue)
 }
@@ -374,16 +453,25 @@ impl EventQueue {
                 Ok(_) => {}
             }
         }
-        let now = jiff::Timestamp::now();
-        Some(self.correlate(occurrences, now))
+        let mut events = self.correlate(occurrences, jiff::Timestamp::now());
+        // Over the limit, the newest go. The correlator has seen them: a repeat that is written
+        // later still carries the right count.
+        let now = std::time::Instant::now();
+        let before = events.len();
+        events.retain(|_| self.bucket.take(now));
+        self.over_rate += (before - events.len()) as u64;
+        Some(events)
     }
 
-    /// Occurrences dropped on a full queue since the last call (the flusher warns about them).
-    pub fn newly_dropped(&mut self) -> u64 {
+    /// What was not written since the last call (the flusher warns about it).
+    pub fn newly_dropped(&mut self) -> Dropped {
         let dropped = self.dropped.load(Ordering::Relaxed);
-        let new = dropped - self.reported;
+        let queue_full = dropped - self.reported;
         self.reported = dropped;
-        new
+        Dropped {
+            queue_full,
+            over_rate: std::mem::take(&mut self.over_rate),
+        }
     }
 
     /// The Events for `occurrences` at `now`, one per name, in first-seen order.
@@ -513,7 +601,7 @@ mod tests {
 
     #[test]
     fn a_batch_writes_each_event_once_with_its_latest_count() {
-        let (recorder, mut queue) = channel(8, "kubelet");
+        let (recorder, mut queue) = channel(8, "kubelet", RateLimit::KUBELET);
         drop(recorder);
         let occurrences = vec![
             occurrence("web", "Unhealthy", "Liveness probe failed"),
@@ -530,13 +618,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_drops_instead_of_waiting() {
-        let (recorder, mut queue) = channel(2, "default-scheduler");
+        let (recorder, mut queue) = channel(2, "default-scheduler", RateLimit::KUBELET);
         let pod = pod_ref("web");
         for i in 0..5 {
             recorder.warning(&pod, "FailedScheduling", format!("try {i}"));
         }
-        assert_eq!(queue.newly_dropped(), 3);
-        assert_eq!(queue.newly_dropped(), 0);
+        assert_eq!(queue.newly_dropped().queue_full, 3);
+        assert_eq!(queue.newly_dropped(), Dropped::default());
         let events = queue.next_batch(Duration::ZERO, 16).await.unwrap();
         let messages: Vec<_> = events.iter().map(|e| e.message.clone().unwrap()).collect();
         assert_eq!(messages, ["try 0", "try 1"]);
@@ -569,6 +657,46 @@ mod tests {
             ],
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_the_rate() {
+        let limit = RateLimit {
+            per_second: 10.0,
+            burst: 3,
+        };
+        let mut bucket = Bucket::new(limit);
+        let start = std::time::Instant::now();
+        let taken = (0..5).filter(|_| bucket.take(start)).count();
+        assert_eq!(taken, 3);
+        // 10 per second: one more after 100 ms, none before.
+        assert!(!bucket.take(start + Duration::from_millis(50)));
+        assert!(bucket.take(start + Duration::from_millis(150)));
+        assert!(!bucket.take(start + Duration::from_millis(150)));
+        // A long pause refills to the burst, not beyond.
+        let later = start + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| bucket.take(later)).count(), 3);
+    }
+
+    #[tokio::test]
+    async fn events_over_the_rate_are_dropped_and_counted() {
+        let limit = RateLimit {
+            per_second: 0.001,
+            burst: 2,
+        };
+        let (recorder, mut queue) = channel(16, "default-scheduler", limit);
+        for i in 0..5 {
+            recorder.normal(&pod_ref(&format!("p{i}")), "Scheduled", "x");
+        }
+        let events = queue.next_batch(Duration::ZERO, 16).await.unwrap();
+        let names: Vec<_> = events
+            .iter()
+            .map(|e| e.involved_object.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["p0", "p1"]);
+        let dropped = queue.newly_dropped();
+        assert_eq!((dropped.queue_full, dropped.over_rate), (0, 3));
+        assert!(!queue.newly_dropped().any());
     }
 
     #[test]

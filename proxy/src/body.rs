@@ -89,7 +89,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.endpoint.stats.in_flight.fetch_sub(1, Relaxed);
         if let (true, Some(connection)) = (self.finished, self.connection.take()) {
-            self.endpoint.pool.checkin(connection);
+            self.endpoint.pool().checkin(connection);
         }
     }
 }

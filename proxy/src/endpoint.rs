@@ -39,7 +39,8 @@ pub struct Endpoint {
     /// Held only for a few arithmetic operations, never across an await.
     health: Mutex<Health>,
     pub stats: Stats,
-    pub(crate) pool: Pool,
+    /// One pool per worker: a connection is only used by the worker that made it.
+    pools: Box<[Pool]>,
 }
 
 #[derive(Debug)]
@@ -49,7 +50,7 @@ struct Health {
 }
 
 impl Endpoint {
-    pub fn new(spec: EndpointSpec) -> Self {
+    pub fn new(spec: EndpointSpec, workers: usize) -> Self {
         Endpoint {
             addr: spec.addr,
             terminating: AtomicBool::new(spec.terminating),
@@ -58,8 +59,13 @@ impl Endpoint {
                 outlier: OutlierState::default(),
             }),
             stats: Stats::default(),
-            pool: Pool::default(),
+            pools: (0..workers.max(1)).map(|_| Pool::default()).collect(),
         }
+    }
+
+    /// The calling worker's pool of connections to this endpoint.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pools[crate::worker::current() % self.pools.len()]
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {

@@ -32,6 +32,8 @@ pub enum ProxyError {
     UnknownServicePort(String),
     #[error("a listener named {0:?} exists already")]
     DuplicateListener(String),
+    #[error("starting the proxy's worker threads: {0}")]
+    Workers(#[source] std::io::Error),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,

@@ -180,7 +180,7 @@ async fn forward(
         };
         let mut lease = Lease::new(endpoint.clone());
         let sent = Instant::now();
-        let checkout = endpoint.pool.checkout(
+        let checkout = endpoint.pool().checkout(
             endpoint.addr,
             service.upstream,
             service.connect_timeout,

@@ -35,6 +35,7 @@ pub mod retry;
 pub mod service;
 mod tcp;
 mod transport;
+mod worker;
 
 pub use balancer::Algorithm;
 pub use config::{ListenerConfig, Mode, ProxyConfig, UpstreamProtocol};

@@ -7,25 +7,38 @@ use crate::endpoint::EndpointSpec;
 use crate::error::ProxyError;
 use crate::metrics::{self, escape, Family};
 use crate::service::ServicePort;
+use crate::worker::Workers;
 use crate::{http, tcp, transport};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// A running proxy. Dropping it stops its listeners (and admin listener); connections already
-/// accepted finish on their own.
-#[derive(Default)]
+/// A running proxy. Dropping it stops its listeners, its admin listener and its workers
+/// (and so every connection it serves).
 pub struct Proxy {
     services: Arc<RwLock<BTreeMap<String, Arc<ServicePort>>>>,
+    workers: Arc<Workers>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Proxy {
-    pub fn new() -> Self {
-        Proxy::default()
+    /// A proxy with one worker thread per core.
+    pub fn new() -> Result<Self, ProxyError> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Proxy::with_workers(cores)
+    }
+
+    pub fn with_workers(workers: usize) -> Result<Self, ProxyError> {
+        Ok(Proxy {
+            services: Arc::default(),
+            workers: Workers::start(workers).map_err(ProxyError::Workers)?,
+            tasks: Mutex::default(),
+        })
     }
 
     /// Binds the listener and starts serving it; returns the address it is bound to.
@@ -33,43 +46,36 @@ impl Proxy {
         if self.service(&config.name).is_some() {
             return Err(ProxyError::DuplicateListener(config.name));
         }
-        let listener = transport::bind(config.listen).await?;
-        let local = listener.local_addr().map_err(|source| ProxyError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let service = Arc::new(ServicePort::new(&config));
+        let service = Arc::new(ServicePort::new(&config, self.workers.count()));
+        // The listener is registered with the first worker's reactor, so it is made there;
+        // accepted connections are handed to the workers in turn.
+        let (bound, local) = oneshot::channel();
+        let workers = self.workers.clone();
+        let accepting = service.clone();
+        let addr = config.listen;
+        let task = self.workers.handles()[0].spawn(async move {
+            let listener = match transport::bind(addr).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    let _ = bound.send(Err(error));
+                    return;
+                }
+            };
+            let local = listener
+                .local_addr()
+                .map_err(|source| ProxyError::Bind { addr, source });
+            let _ = bound.send(local);
+            accept(listener, accepting, workers).await;
+        });
+        let local = local
+            .await
+            .map_err(|_| ProxyError::Workers(std::io::Error::other("worker stopped")))??;
         self.services
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(config.name.clone(), service.clone());
+            .insert(config.name.clone(), service);
         tracing::info!(service = %config.name, listen = %local, mode = ?config.mode, "listening");
-        let server = Arc::new(http::server());
-        let task = tokio::spawn(async move {
-            loop {
-                let (stream, client) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors, most likely: let connections finish.
-                        tracing::warn!(service = %service.name, %error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                transport::accepted(&stream);
-                let service = service.clone();
-                match service.mode {
-                    Mode::Tcp => tokio::spawn(tcp::forward(service, stream, client)),
-                    Mode::Http => {
-                        tokio::spawn(http::serve(server.clone(), service, stream, client))
-                    }
-                };
-            }
-        });
-        self.tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(task);
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
         Ok(local)
     }
 
@@ -114,6 +120,39 @@ impl Proxy {
             .push(task);
         tracing::info!(admin = %local, "serving /metrics");
         Ok(local)
+    }
+}
+
+async fn accept(listener: TcpListener, service: Arc<ServicePort>, workers: Arc<Workers>) {
+    let server = Arc::new(http::server());
+    let mut turn = 0usize;
+    loop {
+        let (stream, client) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, most likely: let connections finish.
+                tracing::warn!(service = %service.name, %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        transport::accepted(&stream);
+        let worker = &workers.handles()[turn % workers.count()];
+        turn = turn.wrapping_add(1);
+        // Moving a socket to another worker's reactor goes through its std form.
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        let (service, server) = (service.clone(), server.clone());
+        worker.spawn(async move {
+            let Ok(stream) = TcpStream::from_std(stream) else {
+                return;
+            };
+            match service.mode {
+                Mode::Tcp => tcp::forward(service, stream, client).await,
+                Mode::Http => http::serve(server, service, stream, client).await,
+            }
+        });
     }
 }
 

@@ -30,13 +30,15 @@ pub struct ServicePort {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     endpoints: RwLock<EndpointSet>,
+    workers: usize,
     turn: AtomicUsize,
     budget: Mutex<RetryBudget>,
     pub stats: Stats,
 }
 
 impl ServicePort {
-    pub fn new(config: &ListenerConfig) -> Self {
+    /// `workers`: how many data-plane threads will use it (each gets its own pools).
+    pub fn new(config: &ListenerConfig, workers: usize) -> Self {
         let service = ServicePort {
             name: config.name.clone(),
             mode: config.mode,
@@ -47,6 +49,7 @@ impl ServicePort {
             connect_timeout: config.connect_timeout(),
             request_timeout: config.request_timeout(),
             endpoints: RwLock::default(),
+            workers,
             turn: AtomicUsize::new(0),
             budget: Mutex::new(RetryBudget::new(config.retry.policy(), Instant::now())),
             stats: Stats::default(),
@@ -87,7 +90,7 @@ impl ServicePort {
                     endpoint.set_terminating(spec.terminating);
                     endpoint.clone()
                 }
-                None => Arc::new(Endpoint::new(*spec)),
+                None => Arc::new(Endpoint::new(*spec, self.workers)),
             };
             next.push(endpoint);
         }
@@ -183,7 +186,7 @@ mod tests {
         config.balancer = algorithm;
         config.endpoints = ports.iter().map(|&p| addr(p)).collect();
         config.outlier.consecutive_failures = 2;
-        ServicePort::new(&config)
+        ServicePort::new(&config, 1)
     }
 
     const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));

@@ -55,7 +55,7 @@ async fn load(addr: SocketAddr, clients: usize, per_client: usize) -> Vec<String
 fn round_robin_gives_three_backends_equal_shares() {
     isolated_runtime().block_on(async {
         let backends = three_backends().await;
-        let proxy = Proxy::new();
+        let proxy = Proxy::new().unwrap();
         let addr = http_proxy(&proxy, &backends, Algorithm::RoundRobin).await;
         let names = load(addr, 6, 100).await;
         let counts = tally(&names);
@@ -73,7 +73,7 @@ fn round_robin_gives_three_backends_equal_shares() {
 fn peak_ewma_gives_three_backends_fair_shares_under_load() {
     isolated_runtime().block_on(async {
         let backends = three_backends().await;
-        let proxy = Proxy::new();
+        let proxy = Proxy::new().unwrap();
         let addr = http_proxy(&proxy, &backends, Algorithm::PeakEwma).await;
         let names = load(addr, 16, 100).await;
         let counts = tally(&names);
@@ -87,7 +87,7 @@ fn peak_ewma_gives_three_backends_fair_shares_under_load() {
 fn h2c_requests_on_one_connection_spread_across_backends() {
     isolated_runtime().block_on(async {
         let backends = three_backends().await;
-        let proxy = Proxy::new();
+        let proxy = Proxy::new().unwrap();
         let addr = http_proxy(&proxy, &backends, Algorithm::RoundRobin).await;
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (sender, connection) =

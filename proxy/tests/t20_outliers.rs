@@ -16,7 +16,7 @@ fn a_backend_killed_mid_load_fails_no_get_and_is_ejected() {
             Backend::start("b").await,
             Backend::start("c").await,
         ];
-        let proxy = Proxy::new();
+        let proxy = Proxy::new().unwrap();
         let mut config = ListenerConfig::new(
             "default/web:http",
             "127.0.0.1:0".parse().unwrap(),

@@ -48,7 +48,7 @@ fn tcp_echo_through_l4_with_half_close() {
             .unwrap()
             .local_addr()
             .unwrap();
-        let proxy = Proxy::new();
+        let proxy = Proxy::new().unwrap();
         let mut config = ListenerConfig::new(
             "default/echo:tcp",
             "127.0.0.1:0".parse().unwrap(),

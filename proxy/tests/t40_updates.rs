@@ -12,7 +12,7 @@ fn update_while_a_long_request_is_in_flight() {
     isolated_runtime().block_on(async {
         let old = Backend::start("old").await;
         let new = Backend::start("new").await;
-        let proxy = Proxy::new();
+        let proxy = Proxy::new().unwrap();
         let mut config = ListenerConfig::new(
             "default/web:http",
             "127.0.0.1:0".parse().unwrap(),

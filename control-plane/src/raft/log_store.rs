@@ -418,3 +418,74 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.write(|done| Op::Purge(log_id, done)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::EncodedCommand;
+    use crate::store::Command;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn command(name: &str) -> Command {
+        Command::Apply {
+            object: serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}),
+            uid: format!("uid-{name}"),
+            now: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    /// A log whose entries an earlier version wrote as JSON opens, reads, and takes new
+    /// (binary) entries after them.
+    #[tokio::test]
+    async fn a_log_of_json_entries_still_opens() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let db = Arc::new(Database::create(dir.path().join("berth.redb")).expect("redb"));
+        {
+            let txn = db.begin_write().expect("write");
+            {
+                let mut log = txn.open_table(LOG).expect("log table");
+                let blank = serde_json::json!({"log_id": log_id(1), "payload": "Blank"});
+                let normal =
+                    serde_json::json!({"log_id": log_id(2), "payload": {"Normal": command("old")}});
+                for (index, record) in [(1, blank), (2, normal)] {
+                    let record = serde_json::to_vec(&record).expect("json");
+                    log.insert(index, record.as_slice()).expect("insert");
+                }
+            }
+            txn.commit().expect("commit");
+        }
+        let mut store = LogStore::new(db, 1).expect("log store opens");
+        let state = store.get_log_state().await.expect("log state");
+        assert_eq!(state.last_log_id, Some(log_id(2)));
+
+        // As the leader appends its own entries (openraft's callback is not public).
+        let new = Entry {
+            log_id: log_id(3),
+            payload: EntryPayload::Normal(EncodedCommand::new(&command("new"))),
+        };
+        store
+            .writer
+            .send(Op::Append(vec![new], None))
+            .expect("writer runs");
+        store.durable().reached(3).await;
+
+        let entries = store.try_get_log_entries(1..=3).await.expect("entries");
+        let indexes: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, [1, 2, 3]);
+        assert!(matches!(entries[0].payload, EntryPayload::Blank));
+        let commands: Vec<Command> = entries[1..]
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Normal(encoded) => encoded.decode().expect("command"),
+                other => panic!("not a command: {other:?}"),
+            })
+            .collect();
+        assert_eq!(commands, [command("old"), command("new")]);
+        let state = store.get_log_state().await.expect("log state");
+        assert_eq!(state.last_log_id, Some(log_id(3)));
+    }
+}

@@ -206,6 +206,11 @@ impl Snapshot {
     pub fn schedule<'p>(&mut self, pending: impl IntoIterator<Item = &'p Pod>) -> Decisions {
         let cordon = cordon_taint();
         let mut decisions = Decisions::default();
+        // The last pod that fit nowhere, and why, while nothing has been placed since: a pod
+        // asking the same of a node fits nowhere either, for the same reason. Replicas share
+        // their requests, so a pass over many unschedulable replicas filters the nodes once,
+        // not once per replica.
+        let mut unfit: Option<(node::Asks<'p>, String)> = None;
         for pod in pending {
             let namespace = pod.metadata.namespace.clone().unwrap_or_default();
             let name = pod.metadata.name.clone().unwrap_or_default();
@@ -234,9 +239,20 @@ impl Snapshot {
                 tolerations,
                 tolerates_cordon: tolerations.iter().any(|t| node::tolerates(t, &cordon)),
             };
+            let asks = candidate.asks();
+            if let Some((_, reason)) = unfit.as_ref().filter(|(unfit, _)| *unfit == asks) {
+                decisions.unschedulable.push(Unschedulable {
+                    namespace,
+                    name,
+                    uid,
+                    reason: reason.clone(),
+                });
+                continue;
+            }
             let owner = Owner::of(pod);
             match self.best_node(&candidate, owner.as_ref()) {
                 Some(at) => {
+                    unfit = None;
                     self.place(at, &candidate.requests, owner);
                     decisions.bindings.push(Binding {
                         namespace,
@@ -245,12 +261,16 @@ impl Snapshot {
                         node: self.nodes[at].name.clone(),
                     });
                 }
-                None => decisions.unschedulable.push(Unschedulable {
-                    namespace,
-                    name,
-                    uid,
-                    reason: self.why_unschedulable(&candidate),
-                }),
+                None => {
+                    let reason = self.why_unschedulable(&candidate);
+                    unfit = Some((asks, reason.clone()));
+                    decisions.unschedulable.push(Unschedulable {
+                        namespace,
+                        name,
+                        uid,
+                        reason,
+                    });
+                }
             }
         }
         decisions

@@ -19,6 +19,27 @@ pub struct Candidate<'p> {
     pub tolerates_cordon: bool,
 }
 
+/// Everything the filters look at of a pod: two pods that ask the same pass and fail the same
+/// filters on every node.
+#[derive(PartialEq)]
+pub struct Asks<'p> {
+    fit: Resources,
+    node_selector: Option<&'p BTreeMap<String, String>>,
+    tolerations: &'p [Toleration],
+    tolerates_cordon: bool,
+}
+
+impl<'p> Candidate<'p> {
+    pub fn asks(&self) -> Asks<'p> {
+        Asks {
+            fit: self.requests.fit,
+            node_selector: self.node_selector,
+            tolerations: self.tolerations,
+            tolerates_cordon: self.tolerates_cordon,
+        }
+    }
+}
+
 /// Why a node was filtered out for a pod.
 #[derive(Debug, PartialEq)]
 pub enum Reason<'n> {

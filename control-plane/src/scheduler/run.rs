@@ -176,7 +176,9 @@ fn commands(
             .collect(),
     };
     for unschedulable in &decisions.unschedulable {
-        let pod = by_uid.get(unschedulable.uid.as_str());
+        let pod = by_uid
+            .get(unschedulable.uid.as_str())
+            .filter(|pod| !marked_unschedulable(pod, &unschedulable.reason));
         let Some(stored) = pod.and_then(|pod| serde_json::to_value(*pod).ok()) else {
             continue;
         };
@@ -197,6 +199,22 @@ fn commands(
         }
     }
     commands
+}
+
+/// Whether the pod already says it is unschedulable for `message` (see
+/// [`unschedulable_status`]), checked without converting it: most passes find most
+/// unschedulable pods already marked.
+fn marked_unschedulable(pod: &Pod, message: &str) -> bool {
+    let Some(status) = &pod.status else {
+        return false;
+    };
+    status.phase.as_deref() == Some("Pending")
+        && status.conditions.iter().flatten().any(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+                && c.message.as_deref() == Some(message)
+        })
 }
 
 fn pod_ref(namespace: &str, name: &str, uid: &str) -> ObjectReference {

@@ -132,6 +132,38 @@ fn unschedulable_message_counts_nodes_per_reason() {
 }
 
 #[test]
+fn pods_asking_the_same_share_the_reason_they_fit_nowhere() {
+    // Created oldest first: two oversized replicas, one that fits (and so changes what is
+    // free), then another oversized one and a smaller one that still fits.
+    let mut created = Vec::new();
+    for (i, (name, memory)) in [
+        ("big-1", "2Gi"),
+        ("big-2", "2Gi"),
+        ("fits-1", "600Mi"),
+        ("big-3", "2Gi"),
+        ("fits-2", "300Mi"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut p = pod(name, "100m", memory);
+        p["metadata"]["creationTimestamp"] = format!("2026-01-01T00:00:0{i}Z").into();
+        created.push(p);
+    }
+    let decisions = schedule(&nodes([node("a", "4", "1Gi")]), &pods(created));
+    let insufficient = "0/1 nodes are available: 1 Insufficient memory.";
+    assert_eq!(
+        reasons(&decisions),
+        [
+            ("big-1", insufficient),
+            ("big-2", insufficient),
+            ("big-3", insufficient),
+        ]
+    );
+    assert_eq!(placed(&decisions), [("fits-1", "a"), ("fits-2", "a")]);
+}
+
+#[test]
 fn no_nodes_no_bindings() {
     let decisions = schedule(&[], &pods([pod("p", "", "")]));
     assert_eq!(

@@ -209,7 +209,7 @@ pub fn decide_update_status(
     if !status.is_object() {
         return Err(StoreError::Invalid("status must be an object".into()));
     }
-    if without_nulls(&status) == without_nulls(existing.get("status").unwrap_or(&Value::Null)) {
+    if eq_without_nulls(&status, existing.get("status").unwrap_or(&Value::Null)) {
         return Ok(None);
     }
     let mut updated = existing.clone();
@@ -378,12 +378,10 @@ pub fn decide_apply(
             .expect("objects are maps")
             .remove("status"),
     };
-    if without_nulls(&incoming) == without_nulls(existing) {
+    if eq_without_nulls(&incoming, existing) {
         return Ok((Outcome::Unchanged, None));
     }
-    if has_generation(key.kind)
-        && without_nulls(&incoming["spec"]) != without_nulls(&existing["spec"])
-    {
+    if has_generation(key.kind) && !eq_without_nulls(&incoming["spec"], &existing["spec"]) {
         let generation = existing
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
@@ -536,18 +534,23 @@ fn metadata_mut(object: &mut Value) -> &mut serde_json::Map<String, Value> {
     meta.as_object_mut().expect("just made a map")
 }
 
-/// Kubernetes' types serialise absent optional fields as null in a few places: compare
-/// objects as if those were absent.
-fn without_nulls(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), without_nulls(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
-        other => other.clone(),
+/// Kubernetes' types serialise absent optional fields as null in a few places: compares
+/// objects as if those were absent. Without copying them: every apply compares.
+fn eq_without_nulls(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            let present = |map: &serde_json::Map<String, Value>| {
+                map.values().filter(|v| !v.is_null()).count()
+            };
+            present(a) == present(b)
+                && a.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .all(|(k, v)| b.get(k).is_some_and(|w| eq_without_nulls(v, w)))
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| eq_without_nulls(x, y))
+        }
+        (a, b) => a == b,
     }
 }
 
@@ -564,6 +567,37 @@ mod tests {
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
                "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
                "spec": {"replicas": replicas}})
+    }
+
+    #[test]
+    fn nulls_compare_as_absent() {
+        let same = [
+            (json!({"a": 1, "b": null}), json!({"a": 1})),
+            (json!({"a": {"b": null}}), json!({"a": {}})),
+            (json!([{"a": null}, 2]), json!([{}, 2])),
+            (json!(null), json!(null)),
+        ];
+        for (a, b) in same {
+            assert!(
+                eq_without_nulls(&a, &b) && eq_without_nulls(&b, &a),
+                "{a} vs {b}"
+            );
+        }
+        let different = [
+            (json!({"a": 1}), json!({"a": 2})),
+            (json!({"a": 1}), json!({"b": 1})),
+            (json!({"a": 1, "b": null}), json!({"b": 1})),
+            (json!({"a": {}}), json!({"a": null})),
+            (json!([1]), json!([1, null])),
+            (json!({"a": 1}), json!(null)),
+            (json!(1), json!(1.0)),
+        ];
+        for (a, b) in different {
+            assert!(
+                !eq_without_nulls(&a, &b) && !eq_without_nulls(&b, &a),
+                "{a} vs {b}"
+            );
+        }
     }
 
     #[test]

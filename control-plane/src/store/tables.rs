@@ -36,6 +36,24 @@ pub struct StoredEvent {
     pub object: Value,
 }
 
+impl StoredEvent {
+    /// The event's JSON, as serde writes it, with `object` (this event's object, already
+    /// serialized) spliced in rather than serialized a second time.
+    fn to_json_with_object(&self, object: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(object.len() + 128);
+        out.extend_from_slice(b"{\"revision\":");
+        out.extend_from_slice(self.revision.to_string().as_bytes());
+        out.extend_from_slice(b",\"type\":");
+        serde_json::to_writer(&mut out, &self.event_type).expect("event types serialise");
+        out.extend_from_slice(b",\"key\":");
+        serde_json::to_writer(&mut out, &self.key).expect("keys serialise");
+        out.extend_from_slice(b",\"object\":");
+        out.extend_from_slice(object);
+        out.push(b'}');
+        out
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("store read failed: {0}")]
@@ -501,7 +519,7 @@ impl<'t> Writer<'t> {
         let bytes = serde_json::to_vec(object).expect("JSON values serialise");
         self.objects
             .insert(key.storage_key().as_str(), bytes.as_slice())?;
-        self.record(key, event_type, object.clone())
+        self.record(key, event_type, object.clone(), Some(&bytes))
     }
 
     fn remove(&mut self, key: &ObjectKey, mut object: Value) -> Result<Value, redb::Error> {
@@ -511,15 +529,17 @@ impl<'t> Writer<'t> {
         if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), self.revision.to_string().into());
         }
-        self.record(key, WatchEventType::Deleted, object.clone())?;
+        self.record(key, WatchEventType::Deleted, object.clone(), None)?;
         Ok(object)
     }
 
+    /// `object_json`: the object as JSON, if already serialized.
     fn record(
         &mut self,
         key: &ObjectKey,
         event_type: WatchEventType,
         object: Value,
+        object_json: Option<&[u8]>,
     ) -> Result<(), redb::Error> {
         let event = StoredEvent {
             revision: self.revision,
@@ -527,7 +547,10 @@ impl<'t> Writer<'t> {
             key: key.clone(),
             object,
         };
-        let bytes = serde_json::to_vec(&event).expect("events serialise");
+        let bytes = match object_json {
+            Some(object) => event.to_json_with_object(object),
+            None => serde_json::to_vec(&event).expect("events serialise"),
+        };
         self.events_table.insert(self.revision, bytes.as_slice())?;
         self.events.push(event);
         Ok(())
@@ -566,4 +589,24 @@ fn object_key(object: &Value) -> Result<ObjectKey, StoreError> {
         .and_then(Value::as_str)
         .unwrap_or(DEFAULT_NAMESPACE);
     Ok(ObjectKey::new(kind, namespace, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spliced_event_is_what_serde_writes() {
+        let event = StoredEvent {
+            revision: 42,
+            event_type: WatchEventType::Modified,
+            key: ObjectKey::new(Kind::ConfigMap, "default", "a\"b"),
+            object: serde_json::json!({"metadata": {"name": "a\"b"}, "data": {"v": "\u{e9}"}}),
+        };
+        let object = serde_json::to_vec(&event.object).expect("object");
+        let spliced = event.to_json_with_object(&object);
+        assert_eq!(spliced, serde_json::to_vec(&event).expect("event"));
+        let back: StoredEvent = serde_json::from_slice(&spliced).expect("parses");
+        assert_eq!(back, event);
+    }
 }

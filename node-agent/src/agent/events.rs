@@ -2,9 +2,10 @@
 //! failures, recorded by the pod workers and sent to the control plane in batches.
 //!
 //! ```text
-//!  pod worker ── ContainerEvents::normal/warning ──▶ bounded queue ──▶ flusher: repeats
-//!  (never waits; a full queue drops)                                  aggregated, one
-//!                                                                     RecordEvents call per batch
+//!  pod worker ── ContainerEvents::pulled/started/... ──▶ bounded queue ──▶ flusher: repeats
+//!  (never waits; a full queue drops)                                      aggregated, kubelet's
+//!                                                                         limit (50/s, burst 100),
+//!                                                                         one RecordEvents per batch
 //! ```
 //!
 //! The queue and the aggregation of repeats are [`berth_proto::events`]'; this module adds
@@ -14,7 +15,7 @@ use super::api::ApiConnection;
 use super::images::PullFailure;
 use super::NodeContext;
 use crate::probe::ProbeFailure;
-use berth_proto::events::{EventQueue, EventRecorder};
+use berth_proto::events::{EventQueue, EventRecorder, RateLimit};
 use berth_proto::Kind;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use std::time::Duration;
@@ -28,7 +29,8 @@ const MAX_BATCH: usize = 256;
 
 /// Starts the node's flusher; events are recorded as `kubelet` on `node`.
 pub(super) fn start(api: ApiConnection, node: &str) -> EventRecorder {
-    let (recorder, queue) = berth_proto::events::channel(QUEUE, "kubelet");
+    // kubelet's event limits (--event-qps 50 --event-burst 100).
+    let (recorder, queue) = berth_proto::events::channel(QUEUE, "kubelet", RateLimit::KUBELET);
     tokio::spawn(flush(api, queue));
     recorder.with_host(node)
 }
@@ -36,8 +38,9 @@ pub(super) fn start(api: ApiConnection, node: &str) -> EventRecorder {
 async fn flush(mut api: ApiConnection, mut queue: EventQueue) {
     while let Some(events) = queue.next_batch(WINDOW, MAX_BATCH).await {
         let dropped = queue.newly_dropped();
-        if dropped > 0 {
-            tracing::warn!(dropped, "event queue full: events dropped");
+        if dropped.any() {
+            let (queue_full, over_rate) = (dropped.queue_full, dropped.over_rate);
+            tracing::warn!(queue_full, over_rate, "events dropped");
         }
         match api.record_events(&events).await {
             Ok(errors) => {
