@@ -8,6 +8,8 @@
 //!   (never waits)                                                       │ Correlator: a repeat
 //!                                                                       │ within the window is
 //!                                                                       │ count+1, same name
+//!                                                                       │ Bucket: over the
+//!                                                                       │ RateLimit: dropped
 //!                                                                       ▼
 //!                                   flusher (control plane: one Command::Batch; agent: one RPC)
 //! ```
@@ -205,18 +207,21 @@ impl Correlator {
         event
     }
 
-    /// Makes room: everything past the window goes; if nothing is, the least recent entry.
+    /// Makes room: everything past the window goes; if that is not enough, the least recent
+    /// eighth (at once, so that a storm of new events does not scan the map for each one).
     fn forget_oldest(&mut self, now: jiff::Timestamp, window: jiff::SignedDuration) {
         self.seen
             .retain(|_, seen| now.duration_since(seen.last) < window);
         if self.seen.len() >= self.capacity {
-            let oldest = self
+            let mut by_age: Vec<(jiff::Timestamp, Key)> = self
                 .seen
                 .iter()
-                .min_by_key(|(_, seen)| seen.last)
-                .map(|(key, _)| key.clone());
-            if let Some(oldest) = oldest {
-                self.seen.remove(&oldest);
+                .map(|(key, seen)| (seen.last, key.clone()))
+                .collect();
+            let evict = (self.capacity / 8).clamp(1, by_age.len());
+            by_age.select_nth_unstable_by_key(evict - 1, |(last, _)| *last);
+            for (_, key) in &by_age[..evict] {
+                self.seen.remove(key);
             }
         }
     }
@@ -589,6 +594,14 @@ mod tests {
         // The most recent are kept.
         let again = correlator.observe(occurrence("p9", "Started", "x"), at(20));
         assert_eq!(again.count, Some(2));
+        // A storm: an eighth goes at a time, never more than the capacity stays.
+        let mut correlator = Correlator::new(Duration::from_secs(600), 64);
+        for i in 0..1000 {
+            correlator.observe(occurrence(&format!("p{i}"), "Started", "x"), at(i / 10));
+            assert!(correlator.len() <= 64);
+        }
+        let recent = correlator.observe(occurrence("p999", "Started", "x"), at(100));
+        assert_eq!(recent.count, Some(2));
     }
 
     #[test]
