@@ -3,6 +3,7 @@
 //!
 //! ```yaml
 //! admin: 127.0.0.1:9901            # /metrics; optional
+//! workers: 2                       # data-plane threads; default one per core
 //! listeners:
 //!   - name: default/web:http       # the service port
 //!     listen: 0.0.0.0:8080
@@ -23,6 +24,9 @@ use std::time::Duration;
 pub struct ProxyConfig {
     #[serde(default)]
     pub admin: Option<SocketAddr>,
+    /// Data-plane threads; default: one per core.
+    #[serde(default)]
+    pub workers: Option<usize>,
     pub listeners: Vec<ListenerConfig>,
 }
 
@@ -178,6 +182,29 @@ impl RetryConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_the_yaml_form() {
+        let config: ProxyConfig = serde_yaml::from_str(
+            "admin: 127.0.0.1:9901\nworkers: 1\nlisteners:\n\
+             - name: default/web:http\n  listen: 0.0.0.0:8080\n  mode: http\n\
+             \x20 balancer: round-robin\n  endpoints: [10.244.0.2:8080, 10.244.0.3:8080]\n\
+             \x20 outlier: {consecutiveFailures: 3}\n\
+             - name: default/db:tcp\n  listen: 0.0.0.0:5432\n  endpoints: [10.244.0.4:5432]\n",
+        )
+        .unwrap();
+        assert_eq!(config.workers, Some(1));
+        let web = &config.listeners[0];
+        assert_eq!(web.mode, Mode::Http);
+        assert_eq!(web.balancer, Algorithm::RoundRobin);
+        assert_eq!(web.endpoints.len(), 2);
+        assert_eq!(web.outlier.policy().consecutive_failures, 3);
+        assert_eq!(web.request_timeout(), Duration::from_secs(15));
+        let db = &config.listeners[1];
+        assert_eq!((db.mode, db.balancer), (Mode::Tcp, Algorithm::PeakEwma));
+        let unknown = serde_yaml::from_str::<ProxyConfig>("listeners: []\nlistner: x\n");
+        assert!(unknown.unwrap_err().to_string().contains("unknown field"));
+    }
 
     #[test]
     fn service_ports_pick_their_mode() {

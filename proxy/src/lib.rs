@@ -13,6 +13,9 @@
 //!  admin listener: GET /metrics <-- Stats of every service port and endpoint
 //! ```
 //!
+//! Connections are served by one single-threaded runtime per core (`worker`), each with its
+//! own upstream connection pools, so a request stays on one thread from client to endpoint.
+//!
 //! The decisions are pure and tested without sockets: `balancer` (power of two choices over
 //! peak-EWMA cost, round robin, client-IP rendezvous hashing), `outlier` (ejection with
 //! back-off), `retry` (the budget), `ewma`. The rest is the thin async shell around them.

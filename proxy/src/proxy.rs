@@ -75,7 +75,10 @@ impl Proxy {
             .unwrap_or_else(|p| p.into_inner())
             .insert(config.name.clone(), service);
         tracing::info!(service = %config.name, listen = %local, mode = ?config.mode, "listening");
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
         Ok(local)
     }
 

@@ -4,6 +4,8 @@
 //! a separate reserve that refills with time. Without a budget, retries turn an outage into a
 //! retry storm (Finagle's and linkerd's design). Pure: time is passed in.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Copy)]
@@ -31,11 +33,18 @@ impl Default for RetryPolicy {
 /// Token arithmetic is in thousandths of a retry: 0.2 x 5 must make exactly one.
 const MILLI: f64 = 1000.0;
 
+/// Shared by every worker of a service port: deposits (one per request) are a single atomic
+/// add; only retries take the lock of the time-based reserve.
 #[derive(Debug)]
 pub struct RetryBudget {
     policy: RetryPolicy,
-    balance: u64,
-    reserve: u64,
+    balance: AtomicU64,
+    reserve: Mutex<Reserve>,
+}
+
+#[derive(Debug)]
+struct Reserve {
+    tokens: u64,
     refilled: Instant,
 }
 
@@ -43,30 +52,41 @@ impl RetryBudget {
     pub fn new(policy: RetryPolicy, now: Instant) -> Self {
         RetryBudget {
             policy,
-            balance: 0,
-            reserve: milli(policy.min_per_second),
-            refilled: now,
+            balance: AtomicU64::new(0),
+            reserve: Mutex::new(Reserve {
+                tokens: milli(policy.min_per_second),
+                refilled: now,
+            }),
         }
     }
 
     /// A request came in.
-    pub fn deposit(&mut self) {
-        self.balance =
-            (self.balance + milli(self.policy.ratio)).min(milli(self.policy.max_balance));
+    pub fn deposit(&self) {
+        let cap = milli(self.policy.max_balance);
+        if self.balance.fetch_add(milli(self.policy.ratio), Relaxed) >= cap {
+            self.balance.fetch_min(cap, Relaxed);
+        }
     }
 
     /// Whether one retry may be made now (and if so, pays for it).
-    pub fn withdraw(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        let floor = milli(self.policy.min_per_second);
-        self.reserve = (self.reserve + milli(elapsed * self.policy.min_per_second)).min(floor);
-        self.refilled = now;
+    pub fn withdraw(&self, now: Instant) -> bool {
         let one = milli(1.0);
-        if self.balance >= one {
-            self.balance -= one;
-            true
-        } else if self.reserve >= one {
-            self.reserve -= one;
+        if self
+            .balance
+            .fetch_update(Relaxed, Relaxed, |balance| balance.checked_sub(one))
+            .is_ok()
+        {
+            return true;
+        }
+        let mut reserve = self.reserve.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = now
+            .saturating_duration_since(reserve.refilled)
+            .as_secs_f64();
+        let floor = milli(self.policy.min_per_second);
+        reserve.tokens = (reserve.tokens + milli(elapsed * self.policy.min_per_second)).min(floor);
+        reserve.refilled = now;
+        if reserve.tokens >= one {
+            reserve.tokens -= one;
             true
         } else {
             false
@@ -90,7 +110,7 @@ mod tests {
             min_per_second: 0.0,
             ..RetryPolicy::default()
         };
-        let mut budget = RetryBudget::new(policy, t0);
+        let budget = RetryBudget::new(policy, t0);
         assert!(!budget.withdraw(t0));
         for _ in 0..10 {
             budget.deposit();
@@ -108,7 +128,7 @@ mod tests {
             min_per_second: 2.0,
             ..RetryPolicy::default()
         };
-        let mut budget = RetryBudget::new(policy, t0);
+        let budget = RetryBudget::new(policy, t0);
         assert!(budget.withdraw(t0));
         assert!(budget.withdraw(t0));
         assert!(!budget.withdraw(t0));
@@ -129,7 +149,7 @@ mod tests {
             max_balance: 2.0,
             ..RetryPolicy::default()
         };
-        let mut budget = RetryBudget::new(policy, t0);
+        let budget = RetryBudget::new(policy, t0);
         for _ in 0..1000 {
             budget.deposit();
         }

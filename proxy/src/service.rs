@@ -14,7 +14,7 @@ use crate::retry::{RetryBudget, RetryPolicy};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 pub type EndpointSet = Arc<Vec<Arc<Endpoint>>>;
@@ -32,7 +32,7 @@ pub struct ServicePort {
     endpoints: RwLock<EndpointSet>,
     workers: usize,
     turn: AtomicUsize,
-    budget: Mutex<RetryBudget>,
+    budget: RetryBudget,
     pub stats: Stats,
 }
 
@@ -51,7 +51,7 @@ impl ServicePort {
             endpoints: RwLock::default(),
             workers,
             turn: AtomicUsize::new(0),
-            budget: Mutex::new(RetryBudget::new(config.retry.policy(), Instant::now())),
+            budget: RetryBudget::new(config.retry.policy(), Instant::now()),
             stats: Stats::default(),
         };
         let specs: Vec<_> = config
@@ -157,18 +157,12 @@ impl ServicePort {
 
     /// A request came in: it pays into the retry budget.
     pub fn deposit(&self) {
-        self.budget
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .deposit();
+        self.budget.deposit();
     }
 
     /// Whether the budget allows one more retry now (and pays for it).
     pub fn may_retry(&self) -> bool {
-        self.budget
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .withdraw(Instant::now())
+        self.budget.withdraw(Instant::now())
     }
 }
 

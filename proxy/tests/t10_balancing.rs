@@ -119,3 +119,24 @@ fn h2c_requests_on_one_connection_spread_across_backends() {
         assert!(counts.values().all(|&n| n == 10), "{counts:?}");
     });
 }
+
+#[test]
+fn http1_clients_reach_h2c_endpoints() {
+    isolated_runtime().block_on(async {
+        let backends = three_backends().await;
+        let proxy = Proxy::new().unwrap();
+        let mut config = ListenerConfig::new(
+            "default/grpc:grpc",
+            "127.0.0.1:0".parse().unwrap(),
+            Mode::Http,
+        );
+        config.balancer = Algorithm::RoundRobin;
+        config.upstream = berth_proxy::UpstreamProtocol::Http2;
+        config.endpoints = backends.iter().map(|b| b.addr).collect();
+        let addr = proxy.listen(config).await.unwrap();
+        let names = load(addr, 3, 20).await;
+        let counts = tally(&names);
+        assert_eq!(counts.len(), 3, "{counts:?}");
+        assert!(counts.values().all(|&n| n == 20), "{counts:?}");
+    });
+}

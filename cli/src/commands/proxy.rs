@@ -24,7 +24,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .with_context(|| format!("reading {}", args.config.display()))?;
     let config: ProxyConfig = serde_yaml::from_str(&text)
         .with_context(|| format!("{}: not a proxy configuration", args.config.display()))?;
-    let proxy = Proxy::new()?;
+    let proxy = match config.workers {
+        Some(workers) => Proxy::with_workers(workers)?,
+        None => Proxy::new()?,
+    };
     for listener in config.listeners {
         let name = listener.name.clone();
         let addr = proxy
