@@ -51,13 +51,7 @@ fn deployment(name: &str, replicas: usize) -> Value {
     })
 }
 
-fn ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
+use berth_e2e::pod_ready as ready;
 
 async fn pods(api: &mut ApiClient<Channel>, app: &str) -> Result<(Vec<Value>, u64)> {
     let listed = api

@@ -19,6 +19,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Whether a pod (as JSON) has the condition `Ready=True`.
+pub fn pod_ready(pod: &serde_json::Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
 /// Moves the calling thread into a new, empty network namespace and brings loopback up.
 /// Processes the thread starts afterwards inherit it. Needs root (CI runs as root).
 pub fn isolate_network() {

@@ -90,13 +90,7 @@ impl Node {
     }
 }
 
-fn ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
+use berth_e2e::pod_ready as ready;
 
 fn restart_count(pod: &Value) -> i64 {
     pod["status"]["containerStatuses"][0]["restartCount"]

@@ -31,13 +31,7 @@ spec:
           periodSeconds: 1
 "#;
 
-fn ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
+use berth_e2e::pod_ready as ready;
 
 /// Running and Ready pods of the Deployment, by node.
 fn ready_by_node(cluster: &Cluster) -> BTreeMap<String, usize> {

@@ -153,13 +153,7 @@ fn demo_pods(network: &Network, env: &TestEnv) -> Vec<Value> {
     }
 }
 
-fn ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
+use berth_e2e::pod_ready as ready;
 
 /// What a stopped node must not leave: processes, mounts, cgroups of `uids`, interfaces.
 fn assert_nothing_left(network: &Network, data_dir: &Path, uids: &[String]) {

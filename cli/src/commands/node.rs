@@ -2,7 +2,7 @@
 
 use crate::client;
 use anyhow::{bail, Context, Result};
-use berth_proto::pb::{ApplyRequest, DeleteRequest, GetRequest, ListRequest};
+use berth_proto::pb::{DeleteRequest, ListRequest};
 use berth_proto::{Kind, ObjectKey};
 use serde_json::Value;
 use std::process::ExitCode;
@@ -50,32 +50,14 @@ async fn set_unschedulable(
     unschedulable: bool,
 ) -> Result<bool> {
     let key = ObjectKey::new(Kind::Node, "", node);
-    for _ in 0..5 {
-        let response = api
-            .get(GetRequest {
-                object: Some(client::object_ref(&key)),
-                stale_ok: false,
-            })
-            .await
-            .map_err(client::server_error)?;
-        let mut object: Value =
-            serde_json::from_slice(&response.into_inner().object).context("decoding the node")?;
+    super::scale::edit_object(api, &key, |object| {
         if object["spec"]["unschedulable"].as_bool().unwrap_or(false) == unschedulable {
             return Ok(false);
         }
         object["spec"]["unschedulable"] = unschedulable.into();
-        let request = ApplyRequest {
-            object: serde_json::to_vec(&object)?,
-            dry_run: false,
-        };
-        match api.apply(request).await {
-            Ok(_) => return Ok(true),
-            // Its agent or the node controller wrote in between: read again.
-            Err(status) if status.code() == tonic::Code::Aborted => continue,
-            Err(status) => return Err(client::server_error(status)),
-        }
-    }
-    bail!("node/{node} kept changing: try again")
+        Ok(true)
+    })
+    .await
 }
 
 /// The pods bound to `node` that are not already terminating.
