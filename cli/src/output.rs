@@ -12,6 +12,7 @@ use berth_proto::k8s_openapi::api::core::v1::{
     EnvFromSource, EnvVar, HTTPGetAction, LoadBalancerIngress, Namespace, Node, NodeCondition, Pod,
     PodTemplateSpec, Probe, Secret, Service, ServicePort, ServiceSpec, Taint, Volume,
 };
+use berth_proto::k8s_openapi::api::discovery::v1::EndpointSlice;
 use berth_proto::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use berth_proto::k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, ObjectMeta, Time,
@@ -111,6 +112,7 @@ pub fn describe(
         Resource::Deployment(deployment) => describe_deployment(&mut w, deployment),
         Resource::ReplicaSet(replica_set) => describe_replica_set(&mut w, replica_set),
         Resource::Event(event) => events::describe_event(&mut w, event),
+        Resource::EndpointSlice(slice) => describe_endpoint_slice(&mut w, slice),
     }
     let about = events::events_about(object, events);
     events::describe_events(&mut w, &about, now);
@@ -178,6 +180,7 @@ fn headers(kind: Kind) -> (&'static [&'static str], &'static [&'static str]) {
         Kind::Deployment => (&["READY", "UP-TO-DATE", "AVAILABLE", "AGE"], WORKLOAD_WIDE),
         Kind::ReplicaSet => (&["DESIRED", "CURRENT", "READY", "AGE"], WORKLOAD_WIDE),
         Kind::Event => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
+        Kind::EndpointSlice => (&["ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], &[]),
     }
 }
 
@@ -205,6 +208,7 @@ fn row(object: &Resource, options: &TableOptions, namespace_column: bool) -> Vec
         Resource::Node(node) => node_cells(node, age),
         Resource::Deployment(deployment) => deployment_cells(deployment, age),
         Resource::ReplicaSet(replica_set) => replica_set_cells(replica_set, age),
+        Resource::EndpointSlice(slice) => endpoint_slice_cells(slice, age),
         // Event tables have their own layout (events::table); this row is never printed.
         Resource::Event(_) => Cells {
             normal: vec![],
@@ -336,6 +340,38 @@ fn port_and_node_port(port: &ServicePort) -> String {
     match port.node_port {
         Some(node_port) if node_port != 0 => format!("{}:{node_port}/{protocol}", port.port),
         _ => format!("{}/{protocol}", port.port),
+    }
+}
+
+fn endpoint_slice_cells(slice: &EndpointSlice, age: String) -> Cells {
+    let ports = items(&slice.ports)
+        .iter()
+        .map(|port| match (port.port, &port.name) {
+            (Some(number), _) => number.to_string(),
+            (None, Some(name)) => name.clone(),
+            (None, None) => "*".to_string(),
+        });
+    let endpoints = items(&slice.endpoints).iter();
+    let addresses = endpoints.flat_map(|e| e.addresses.iter().cloned());
+    Cells {
+        normal: vec![
+            slice.address_type.clone(),
+            first_three(ports),
+            first_three(addresses),
+            age,
+        ],
+        wide: vec![],
+    }
+}
+
+/// kubectl's `listWithMoreString`: up to three values, then "+ N more...", `<unset>` for none.
+fn first_three(values: impl Iterator<Item = String>) -> String {
+    const MAX: usize = 3;
+    let values: Vec<String> = values.collect();
+    match values.len() {
+        0 => "<unset>".to_string(),
+        n if n <= MAX => values.join(","),
+        n => format!("{} + {} more...", values[..MAX].join(","), n - MAX),
     }
 }
 
@@ -1064,6 +1100,61 @@ fn describe_service_port(w: &mut Writer, port: &ServicePort) {
     w.line(0, format!("TargetPort:\t{target}/{protocol}"));
     if let Some(node_port) = port.node_port.filter(|p| *p != 0) {
         w.line(0, format!("NodePort:\t{name}\t{node_port}/{protocol}"));
+    }
+}
+
+/// As kubectl's describeEndpointSlice: the ports as a small table, then each endpoint with
+/// its conditions and where it runs.
+fn describe_endpoint_slice(w: &mut Writer, slice: &EndpointSlice) {
+    const UNSET: &str = "<unset>";
+    w.line(0, format!("AddressType:\t{}", slice.address_type));
+    let ports = items(&slice.ports);
+    if ports.is_empty() {
+        w.line(0, format!("Ports: {UNSET}"));
+    } else {
+        w.line(0, "Ports:");
+        w.line(1, "Name\tPort\tProtocol");
+        w.line(1, "----\t----\t--------");
+        for port in ports {
+            let name = non_empty(port.name.as_deref()).unwrap_or(UNSET);
+            let number = port.port.map_or(UNSET.to_string(), |p| p.to_string());
+            let protocol = port.protocol.as_deref().unwrap_or("TCP");
+            w.line(1, format!("{name}\t{number}\t{protocol}"));
+        }
+    }
+    let endpoints = items(&slice.endpoints);
+    if endpoints.is_empty() {
+        w.line(0, format!("Endpoints: {NONE}"));
+        return;
+    }
+    w.line(0, "Endpoints:");
+    for endpoint in endpoints {
+        let addresses = match endpoint.addresses.join(", ") {
+            a if a.is_empty() => NONE.to_string(),
+            a => a,
+        };
+        w.line(1, format!("- Addresses:\t{addresses}"));
+        w.line(2, "Conditions:");
+        let conditions = endpoint.conditions.as_ref();
+        let ready = conditions.and_then(|c| c.ready);
+        w.line(
+            3,
+            format!(
+                "Ready:\t{}",
+                ready.map_or(UNSET.to_string(), |r| r.to_string())
+            ),
+        );
+        let hostname = endpoint.hostname.as_deref().unwrap_or(UNSET);
+        w.line(2, format!("Hostname:\t{hostname}"));
+        if let Some(target) = &endpoint.target_ref {
+            let kind = target.kind.as_deref().unwrap_or_default();
+            let name = target.name.as_deref().unwrap_or_default();
+            w.line(2, format!("TargetRef:\t{kind}/{name}"));
+        }
+        let node = endpoint.node_name.as_deref().unwrap_or(UNSET);
+        w.line(2, format!("NodeName:\t{node}"));
+        let zone = endpoint.zone.as_deref().unwrap_or(UNSET);
+        w.line(2, format!("Zone:\t{zone}"));
     }
 }
 

@@ -27,6 +27,7 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements, Secret, SecretKeySelector, SecretVolumeSource, Service, ServicePort,
     ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -1022,6 +1023,7 @@ fn decode(
         Kind::Deployment => typed::<Deployment>(value),
         Kind::ReplicaSet => typed::<ReplicaSet>(value),
         Kind::Event => typed::<k8s_openapi::api::core::v1::Event>(value),
+        Kind::EndpointSlice => typed::<EndpointSlice>(value),
     }
 }
 
@@ -1173,6 +1175,20 @@ fn implemented_for_kind(kind: Kind) -> &'static [&'static str] {
             "reportingInstance",
             "action",
         ],
+        Kind::EndpointSlice => &[
+            "addressType",
+            "endpoints[].addresses",
+            "endpoints[].conditions.ready",
+            "endpoints[].conditions.serving",
+            "endpoints[].conditions.terminating",
+            "endpoints[].nodeName",
+            "endpoints[].targetRef",
+            "endpoints[].hostname",
+            "ports[].name",
+            "ports[].port",
+            "ports[].protocol",
+            "ports[].appProtocol",
+        ],
     }
 }
 
@@ -1248,6 +1264,7 @@ fn type_table(kind: Kind) -> Vec<(String, Describe)> {
         Kind::Deployment => describe::<Deployment>,
         Kind::ReplicaSet => describe::<ReplicaSet>,
         Kind::Event => describe::<k8s_openapi::api::core::v1::Event>,
+        Kind::EndpointSlice => describe::<EndpointSlice>,
     };
     table.push((String::new(), root));
     let workload: &[(&str, Describe)] = &[
@@ -1270,6 +1287,10 @@ fn type_table(kind: Kind) -> Vec<(String, Describe)> {
             ("spec.ports[]", describe::<ServicePort>),
         ],
         Kind::Node => &[("spec", describe::<NodeSpec>)],
+        Kind::EndpointSlice => &[
+            ("endpoints[]", describe::<Endpoint>),
+            ("ports[]", describe::<EndpointPort>),
+        ],
         _ => &[],
     };
     table.extend(by_kind.iter().map(|(p, d)| (p.to_string(), *d)));

@@ -6,6 +6,7 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -102,6 +103,9 @@ kinds! {
     // core/v1 Events: what happened to an object (scheduled, pulled, killed), written by the
     // control plane and the agents, deleted once older than the server's --event-ttl.
     Event { plural: "events", short: ["ev"], namespaced: true },
+    // discovery.k8s.io/v1: the ready and serving addresses behind a Service, written by the
+    // endpoints controller and read by every node's proxy. kubectl gives it no short name.
+    EndpointSlice { plural: "endpointslices", short: [], namespaced: true },
 }
 
 impl Kind {
@@ -293,6 +297,9 @@ mod tests {
             ("ns", Kind::Namespace),
             ("ev", Kind::Event),
             ("events", Kind::Event),
+            ("endpointslice", Kind::EndpointSlice),
+            ("endpointslices", Kind::EndpointSlice),
+            ("endpointslices.discovery.k8s.io", Kind::EndpointSlice),
         ] {
             assert_eq!(Kind::from_alias(alias), Some(kind), "{alias}");
         }

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, EnvFromSource, EnvVar, HTTPGetAction, KeyToPath, LifecycleHandler, Node,
     PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret, Service, Volume,
 };
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -42,6 +43,7 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
         Resource::Node(node) => self::node(node, &mut errors),
         Resource::Namespace(_) => {}
         Resource::Event(event) => self::event(event, &mut errors),
+        Resource::EndpointSlice(slice) => self::endpoint_slice(slice, &mut errors),
     }
     errors.0
 }
@@ -1500,6 +1502,56 @@ fn node(node: &Node, errors: &mut Errors) {
 
 /// An Event must say what it is about and why (Kubernetes' minimum), and lives in the
 /// namespace of the object it is about.
+/// Kubernetes' limits: 1000 endpoints and 100 ports a slice, 100 addresses an endpoint.
+fn endpoint_slice(slice: &EndpointSlice, errors: &mut Errors) {
+    const ADDRESS_TYPES: &[&str] = &["IPv4", "IPv6", "FQDN"];
+    if let Some(message) = one_of(&slice.address_type, ADDRESS_TYPES) {
+        errors.add("addressType", message);
+    }
+    let endpoints = slice.endpoints.as_deref().unwrap_or(&[]);
+    if endpoints.len() > 1000 {
+        errors.add("endpoints", "must have at most 1000 items");
+    }
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let path = format!("endpoints[{i}].addresses");
+        if endpoint.addresses.is_empty() || endpoint.addresses.len() > 100 {
+            errors.add(&path, "must have between 1 and 100 addresses");
+        }
+        for (j, address) in endpoint.addresses.iter().enumerate() {
+            let valid = match slice.address_type.as_str() {
+                "IPv4" => address.parse::<std::net::Ipv4Addr>().is_ok(),
+                "IPv6" => address.parse::<std::net::Ipv6Addr>().is_ok(),
+                _ => is_dns1123_subdomain(address),
+            };
+            if !valid {
+                errors.add(
+                    format!("{path}[{j}]"),
+                    format!(
+                        "{} is not a valid {} address",
+                        quoted(address),
+                        slice.address_type
+                    ),
+                );
+            }
+        }
+    }
+    let ports = slice.ports.as_deref().unwrap_or(&[]);
+    if ports.len() > 100 {
+        errors.add("ports", "must have at most 100 items");
+    }
+    for (i, port) in ports.iter().enumerate() {
+        if let Some(number) = port.port {
+            port_in_range(errors, format!("ports[{i}].port"), number);
+        }
+        check_one_of(
+            errors,
+            format!("ports[{i}].protocol"),
+            port.protocol.as_deref(),
+            PROTOCOLS,
+        );
+    }
+}
+
 fn event(event: &k8s_openapi::api::core::v1::Event, errors: &mut Errors) {
     let involved = &event.involved_object;
     for (field, value) in [("kind", &involved.kind), ("name", &involved.name)] {

@@ -221,7 +221,7 @@ fn unknown_kinds_list_what_berth_serves() {
     let text = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n";
     assert_eq!(
         one_error("widget.yaml", text),
-        "widget.yaml:2:7: kind: berth does not serve kind \"Widget\" (apiVersion \"example.com/v1\"); it serves Pod, Service, ConfigMap, Secret, Namespace, Node, Event (v1); Deployment, ReplicaSet (apps/v1)"
+        "widget.yaml:2:7: kind: berth does not serve kind \"Widget\" (apiVersion \"example.com/v1\"); it serves Pod, Service, ConfigMap, Secret, Namespace, Node, Event (v1); Deployment, ReplicaSet (apps/v1); EndpointSlice (discovery.k8s.io/v1)"
     );
     let text = "apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata:\n  name: w\n";
     assert_eq!(
@@ -441,5 +441,35 @@ fn load_reports_unreadable_and_binary_files() {
     assert!(
         errors.to_string().contains("directory has no manifests"),
         "{errors}"
+    );
+}
+
+#[test]
+fn endpoint_slices_parse_and_their_addresses_are_checked() {
+    let text = "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abc
+  labels:
+    kubernetes.io/service-name: web
+addressType: IPv4
+ports:
+- name: http
+  port: 8080
+  protocol: TCP
+endpoints:
+- addresses: [10.244.1.5]
+  conditions: {ready: true, serving: true, terminating: false}
+  nodeName: node-1
+  targetRef: {kind: Pod, name: web-1, namespace: default}
+";
+    let objects = parse_ok("slice.yaml", text);
+    assert_eq!(objects[0].resource.kind(), Kind::EndpointSlice);
+    assert_eq!(objects[0].warnings, Vec::<String>::new());
+
+    let bad = text.replace("10.244.1.5", "10.244.1.500");
+    assert_eq!(
+        one_error("slice.yaml", &bad),
+        "slice.yaml:13:15: endpoints[0].addresses[0]: \"10.244.1.500\" is not a valid IPv4 address"
     );
 }

@@ -10,11 +10,20 @@
 //!     mode: http                   # or tcp
 //!     balancer: round-robin        # peak-ewma (default) | round-robin | client-ip
 //!     endpoints: [10.244.0.2:8080, 10.244.0.3:8080]
+//!     tls: {certFile: web.crt, keyFile: web.key}   # optional: terminate TLS (PEM files)
+//!     healthCheck:                 # optional: active checks (defaults shown)
+//!       path: /healthz             # HTTP GET, 2xx/3xx passes; leave out for a TCP connect
+//!       intervalMs: 2000
+//!       timeoutMs: 1000
+//!       healthyThreshold: 2        # passes in a row that bring an endpoint back
+//!       unhealthyThreshold: 3      # failures in a row that take it out
 //! ```
 
 use crate::balancer::Algorithm;
 use crate::outlier::OutlierPolicy;
 use crate::retry::RetryPolicy;
+use crate::tls::TlsConfig;
+use http::uri::PathAndQuery;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -85,6 +94,12 @@ pub struct ListenerConfig {
     pub outlier: OutlierConfig,
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Terminate TLS on this listener (`Proxy::update_tls` swaps it live).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Check the endpoints actively; without it only passive outlier detection applies.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -108,6 +123,8 @@ impl ListenerConfig {
             request_timeout_ms: default_request_timeout_ms(),
             outlier: OutlierConfig::default(),
             retry: RetryConfig::default(),
+            tls: None,
+            health_check: None,
         }
     }
 
@@ -179,6 +196,66 @@ impl RetryConfig {
     }
 }
 
+/// Active health checks of a listener's endpoints (HAProxy's defaults: every 2 s, out after
+/// 3 failures in a row, back after 2 passes in a row).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// HTTP GET of this path (with the query, if any); `None`: a TCP connect is the check.
+    pub path: Option<String>,
+    pub interval_ms: u64,
+    /// For the whole check: connect, request and response head.
+    pub timeout_ms: u64,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            path: None,
+            interval_ms: 2_000,
+            timeout_ms: 1_000,
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+impl HealthCheckConfig {
+    /// An HTTP check of `path` with the default timing.
+    pub fn http(path: impl Into<String>) -> Self {
+        HealthCheckConfig {
+            path: Some(path.into()),
+            ..HealthCheckConfig::default()
+        }
+    }
+
+    /// A TCP connect check with the default timing.
+    pub fn tcp() -> Self {
+        HealthCheckConfig::default()
+    }
+
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.max(1))
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.max(1))
+    }
+
+    /// The path as the request target, if it is one (`/healthz`, `/ready?full=1`).
+    pub(crate) fn path_and_query(&self) -> Result<Option<PathAndQuery>, String> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        match PathAndQuery::try_from(path.as_str()) {
+            Ok(target) if path.starts_with('/') => Ok(Some(target)),
+            _ => Err(format!("health check path {path:?}: not an absolute path")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,10 +277,47 @@ mod tests {
         assert_eq!(web.endpoints.len(), 2);
         assert_eq!(web.outlier.policy().consecutive_failures, 3);
         assert_eq!(web.request_timeout(), Duration::from_secs(15));
+        assert_eq!(web.health_check, None);
+        assert!(web.tls.is_none());
         let db = &config.listeners[1];
         assert_eq!((db.mode, db.balancer), (Mode::Tcp, Algorithm::PeakEwma));
         let unknown = serde_yaml::from_str::<ProxyConfig>("listeners: []\nlistner: x\n");
         assert!(unknown.unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn parses_health_checks_and_tls_files() {
+        let listener: ListenerConfig = serde_yaml::from_str(
+            "name: default/web:http\nlisten: 0.0.0.0:8080\nmode: http\n\
+             healthCheck: {path: /healthz, intervalMs: 500}\n",
+        )
+        .unwrap();
+        let check = listener.health_check.unwrap();
+        assert_eq!(check.path.as_deref(), Some("/healthz"));
+        assert_eq!(check.interval(), Duration::from_millis(500));
+        assert_eq!((check.healthy_threshold, check.unhealthy_threshold), (2, 3));
+        assert_eq!(check.path_and_query().unwrap().unwrap(), "/healthz");
+        assert!(HealthCheckConfig::http("healthz").path_and_query().is_err());
+        assert_eq!(HealthCheckConfig::tcp().path_and_query(), Ok(None));
+
+        let dir = std::env::temp_dir().join(format!("berth-proxy-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let web = rcgen::generate_simple_self_signed(vec!["web".to_string()]).unwrap();
+        std::fs::write(dir.join("web.crt"), web.cert.pem()).unwrap();
+        std::fs::write(dir.join("web.key"), web.signing_key.serialize_pem()).unwrap();
+        let yaml = |key: &str| {
+            format!(
+                "name: default/web:https\nlisten: 0.0.0.0:8443\nmode: http\n\
+                 tls: {{certFile: {}, keyFile: {}}}\n",
+                dir.join("web.crt").display(),
+                dir.join(key).display()
+            )
+        };
+        let listener: ListenerConfig = serde_yaml::from_str(&yaml("web.key")).unwrap();
+        assert!(listener.tls.is_some());
+        let missing = serde_yaml::from_str::<ListenerConfig>(&yaml("nope.key")).unwrap_err();
+        assert!(missing.to_string().contains("nope.key"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! An endpoint (one ready or terminating pod address of a service port) and what the proxy
-//! knows about it: its latency estimate, its outlier state, whether it drains, its numbers and
+//! knows about it: its latency estimate, its outlier state, its active health check standing,
+//! whether it drains, its numbers and
 //! its pooled upstream connections. One `Arc<Endpoint>` lives as long as the endpoint stays in
 //! its set and, after removal, as long as work in flight still holds it (draining).
 
+use crate::config::HealthCheckConfig;
 use crate::ewma::PeakEwma;
+use crate::health::CheckState;
 use crate::metrics::Stats;
 use crate::outlier::{OutlierPolicy, OutlierState, Transition};
 use crate::pool::Pool;
@@ -47,6 +50,8 @@ pub struct Endpoint {
 struct Health {
     ewma: PeakEwma,
     outlier: OutlierState,
+    /// Active health checks (healthy while the listener has none).
+    checks: CheckState,
 }
 
 impl Endpoint {
@@ -57,6 +62,7 @@ impl Endpoint {
             health: Mutex::new(Health {
                 ewma: PeakEwma::new(DEFAULT_RTT, Instant::now()),
                 outlier: OutlierState::default(),
+                checks: CheckState::default(),
             }),
             stats: Stats::default(),
             pools: (0..workers.max(1)).map(|_| Pool::default()).collect(),
@@ -83,9 +89,21 @@ impl Endpoint {
         self.terminating.store(terminating, Relaxed);
     }
 
-    /// Not ejected at `now` (ending an ejection whose time is up).
+    /// Passing its active health checks and not ejected at `now` (ending an ejection whose
+    /// time is up): both must allow new work.
     pub fn is_available(&self, now: Instant) -> bool {
-        self.health().outlier.is_available(now)
+        let mut health = self.health();
+        health.checks.is_healthy() && health.outlier.is_available(now)
+    }
+
+    /// Passing its active health checks (always, without checks).
+    pub fn is_healthy(&self) -> bool {
+        self.health().checks.is_healthy()
+    }
+
+    /// Records an active check's result; returns the new standing when it changed.
+    pub(crate) fn on_health_check(&self, passed: bool, config: &HealthCheckConfig) -> Option<bool> {
+        self.health().checks.observe(passed, config)
     }
 
     pub fn is_ejected(&self, now: Instant) -> bool {

@@ -34,6 +34,10 @@ pub enum ProxyError {
     DuplicateListener(String),
     #[error("starting the proxy's worker threads: {0}")]
     Workers(#[source] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    InvalidHealthCheck(String),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,

@@ -26,7 +26,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::net::TcpStream;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -39,18 +38,57 @@ pub(crate) fn server() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves one client connection until it closes.
-pub(crate) async fn serve(
+/// Marks the requests of a client connection that came over TLS (X-Forwarded-Proto: https).
+#[derive(Clone, Copy)]
+pub(crate) struct Tls;
+
+/// Serves one client connection (plain TCP, or TLS with `secure`) until it closes, or until
+/// the listener is removed and the request in flight is answered. HTTP/1.1 to HTTP/1.1
+/// endpoints takes the fast path (`h1`), which hands what it does not serve to hyper.
+pub(crate) async fn serve<S>(
     server: Arc<auto::Builder<TokioExecutor>>,
     service: Arc<ServicePort>,
-    stream: TcpStream,
+    stream: S,
     client: SocketAddr,
-) {
-    let handler = service_fn(move |request| {
+    secure: bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match service.upstream {
+        UpstreamProtocol::Http1 => crate::h1::serve(server, service, stream, client, secure).await,
+        UpstreamProtocol::Http2 => serve_hyper(server, service, stream, client, secure).await,
+    }
+}
+
+/// Serves one client connection with hyper (HTTP/1.1 or h2c).
+pub(crate) async fn serve_hyper<S>(
+    server: Arc<auto::Builder<TokioExecutor>>,
+    service: Arc<ServicePort>,
+    stream: S,
+    client: SocketAddr,
+    secure: bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let listener = service.clone();
+    let handler = service_fn(move |mut request: Request<Incoming>| {
         let service = service.clone();
+        if secure {
+            request.extensions_mut().insert(Tls);
+        }
         async move { Ok::<_, Infallible>(handle(service, client.ip(), request).await) }
     });
-    if let Err(error) = server.serve_connection(TokioIo::new(stream), handler).await {
+    let connection = server.serve_connection(TokioIo::new(stream), handler);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        biased;
+        result = connection.as_mut() => result,
+        () = listener.closed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
         tracing::debug!(%client, %error, "client connection ended");
     }
 }
@@ -243,9 +281,13 @@ fn prepare_request(parts: &mut request::Parts, client: IpAddr, upstream: Upstrea
     if let Ok(value) = HeaderValue::try_from(forwarded_for) {
         parts.headers.insert(X_FORWARDED_FOR.clone(), value);
     }
+    let proto = match parts.extensions.get::<Tls>() {
+        Some(_) => "https",
+        None => "http",
+    };
     parts
         .headers
-        .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     // h2 requests name their host in the URI (:authority), HTTP/1.1 in the Host header.
     let authority = parts.uri.authority().cloned().or_else(|| {
         parts

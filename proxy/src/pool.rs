@@ -3,25 +3,57 @@
 //! quiet period lets the others time out), and a connection comes back only once its response
 //! body was read to the end. HTTP/2 multiplexes: one shared connection per endpoint.
 //! Dropping the pool (the endpoint left its set and its last work finished) closes them all.
+//!
+//! Two kinds of HTTP/1.1 connection are pooled: plain sockets with their read buffer
+//! (`Upstream`, for the fast path in `h1`) and hyper's (for what hyper serves). A pooled socket
+//! the endpoint closed meanwhile is noticed at checkout without a system call in the common
+//! case: the reactor has seen the FIN and marked it readable.
 
 use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::transport;
+use bytes::BytesMut;
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
+use tokio::net::TcpStream;
 
 /// Idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE: usize = 512;
+/// The read buffer of an upstream connection: a typical response (head and body) in one read.
+pub(crate) const UPSTREAM_BUFFER: usize = 16 * 1024;
 
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
     idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
+    idle_upstreams: Mutex<Vec<Upstream>>,
     shared: Mutex<Option<http2::SendRequest<RequestBody>>>,
+}
+
+/// A plain HTTP/1.1 connection to an endpoint and the bytes read from it but not yet used.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+    /// It carried an exchange before: a failure before any answer may just mean that the
+    /// endpoint closed it while it was idle.
+    pub reused: bool,
+}
+
+impl Upstream {
+    /// Still open, with nothing unread: checked without a system call when the reactor saw
+    /// no event on it since its last read.
+    fn is_idle(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(
+            self.stream.try_read(&mut probe),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock
+        )
+    }
 }
 
 pub(crate) enum Conn {
@@ -118,6 +150,47 @@ impl Pool {
                 *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
                 Ok(Conn::Http2(sender))
             }
+        }
+    }
+
+    /// A plain HTTP/1.1 connection: a pooled one (unless `fresh`), else a new one.
+    pub async fn checkout_upstream(
+        &self,
+        endpoint: SocketAddr,
+        connect_timeout: Duration,
+        fresh: bool,
+    ) -> Result<Upstream, ProxyError> {
+        if !fresh {
+            loop {
+                let idle = self
+                    .idle_upstreams
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop();
+                match idle {
+                    Some(upstream) if upstream.is_idle() => return Ok(upstream),
+                    Some(_) => continue,
+                    None => break,
+                }
+            }
+        }
+        let stream = transport::connect(endpoint, connect_timeout).await?;
+        Ok(Upstream {
+            stream,
+            buf: BytesMut::with_capacity(UPSTREAM_BUFFER),
+            reused: false,
+        })
+    }
+
+    /// Takes back a connection whose last response was read to the end and nothing more.
+    pub fn checkin_upstream(&self, mut upstream: Upstream) {
+        upstream.reused = true;
+        let mut idle = self
+            .idle_upstreams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(upstream);
         }
     }
 

@@ -13,9 +13,10 @@ use crate::outlier::OutlierPolicy;
 use crate::retry::{RetryBudget, RetryPolicy};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 pub type EndpointSet = Arc<Vec<Arc<Endpoint>>>;
 
@@ -34,6 +35,10 @@ pub struct ServicePort {
     turn: AtomicUsize,
     budget: RetryBudget,
     pub stats: Stats,
+    /// TLS handshakes that failed or timed out (TLS listeners only).
+    pub tls_handshake_errors: AtomicU64,
+    /// Set when the listener is removed: L7 connections finish their request and close.
+    closing: watch::Sender<bool>,
 }
 
 impl ServicePort {
@@ -53,6 +58,8 @@ impl ServicePort {
             turn: AtomicUsize::new(0),
             budget: RetryBudget::new(config.retry.policy(), Instant::now()),
             stats: Stats::default(),
+            tls_handshake_errors: AtomicU64::new(0),
+            closing: watch::Sender::new(false),
         };
         let specs: Vec<_> = config
             .endpoints
@@ -101,8 +108,9 @@ impl ServicePort {
     }
 
     /// Chooses an endpoint for new work from `client`, skipping the ones in `tried`. Ready,
-    /// non-ejected endpoints first; if every ready one is ejected, all ready ones (better a
-    /// chance than a certain failure); terminating ones only when nothing else is left.
+    /// available endpoints (passing active health checks, not ejected) first; if no ready one
+    /// is available, all ready ones (better a chance than a certain failure, as Envoy's panic
+    /// mode); terminating ones only when nothing else is left.
     pub fn pick(&self, client: IpAddr, tried: &[SocketAddr]) -> Option<Arc<Endpoint>> {
         let endpoints = self.endpoints();
         let now = Instant::now();
@@ -153,6 +161,17 @@ impl ServicePort {
             endpoint.on_success(latency, now);
         }
         endpoint.stats.latency.observe(latency);
+    }
+
+    /// The listener was removed: connections finish the work they have and close.
+    pub(crate) fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once the listener is removed.
+    pub(crate) async fn closed(&self) {
+        let mut closing = self.closing.subscribe();
+        let _ = closing.wait_for(|closing| *closing).await;
     }
 
     /// A request came in: it pays into the retry budget.

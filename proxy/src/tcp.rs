@@ -3,6 +3,7 @@
 //! (EOF), the other side's write half is shut down and the opposite direction keeps flowing,
 //! so request/response protocols that signal "done" by closing their write side still work.
 //! A failed connect is retried on another endpoint before the client notices anything.
+//! The client side may be TLS (terminated by the listener) or plain TCP.
 
 use crate::body::{InFlight, Lease};
 use crate::service::ServicePort;
@@ -11,13 +12,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-pub(crate) async fn forward(
-    service: Arc<ServicePort>,
-    mut downstream: TcpStream,
-    client: SocketAddr,
-) {
+pub(crate) async fn forward<S>(service: Arc<ServicePort>, mut downstream: S, client: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     service.stats.requests.fetch_add(1, Relaxed);
     service.deposit();
     let _in_flight = InFlight::new(service.clone());

@@ -22,6 +22,16 @@ pub struct Args {
     /// The node address reported to the cluster. Default: the --listen address.
     #[arg(long)]
     address: Option<IpAddr>,
+    /// Run the node's service proxy: every Service's ClusterIP, NodePort and LoadBalancer
+    /// ports answered on this node (the default).
+    #[arg(long, overrides_with = "no_proxy")]
+    proxy: bool,
+    /// Do not run the service proxy.
+    #[arg(long, overrides_with = "proxy")]
+    no_proxy: bool,
+    /// Where the service proxy serves its /metrics (loopback only by default).
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    proxy_metrics: SocketAddr,
 }
 
 pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
@@ -44,6 +54,8 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
         address: args.address,
         shim: std::env::current_exe().context("locating the berth binary")?,
         stop_pods_on_exit: false,
+        proxy: !args.no_proxy,
+        proxy_metrics: Some(args.proxy_metrics),
     };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

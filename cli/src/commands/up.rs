@@ -41,6 +41,9 @@ pub struct Args {
     /// The node's name (default: the host name).
     #[arg(long)]
     name: Option<String>,
+    /// Where the service proxy serves its /metrics (loopback only by default).
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    proxy_metrics: SocketAddr,
     /// Also push the demo image, apply manifests/demo.yaml (a Deployment of 3 replicas and a
     /// Service) and print how to reach it.
     #[arg(long)]
@@ -82,6 +85,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             address: None,
             shim: std::env::current_exe().context("locating the berth binary")?,
             stop_pods_on_exit: true,
+            proxy: true,
+            proxy_metrics: Some(args.proxy_metrics),
         },
         async move {
             let _ = agent_stopped.await;

@@ -17,7 +17,9 @@ pub fn store_status(error: StoreError) -> Status {
         StoreError::NotFound { .. }
         | StoreError::NamespaceNotFound { .. }
         | StoreError::ManifestUnknown { .. } => Status::not_found(message),
-        StoreError::Invalid(_) => Status::invalid_argument(message),
+        StoreError::Invalid(_) | StoreError::ServiceField { .. } => {
+            Status::invalid_argument(message)
+        }
     }
 }
 

@@ -54,3 +54,12 @@ where
         .map_err(|e| openraft::StorageIOError::write(&e).into())
         .and_then(|r| r)
 }
+
+// TIMING (temporary): per-stage wall-clock stamps for the latency breakdown.
+pub fn stamp(stage: &'static str, index: u64) {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    tracing::debug!(target: "berth_timing", "T {} {} {} {}", std::process::id(), stage, index, t);
+}

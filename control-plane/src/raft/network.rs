@@ -122,12 +122,16 @@ impl RaftNetwork<TypeConfig> for Network {
     ) -> RpcResult<AppendEntriesResponse<MemberId>> {
         // The leader's own entries are reported flushed before they are (see log_store.rs):
         // the commit index that includes them is only told once they are durable here.
+        let last = rpc.entries.last().map(|e| e.log_id.index).unwrap_or(0);
+        super::stamp("net.ae.start", last);
         if let Some(committed) = rpc.leader_commit {
             self.durable.reached(committed.index).await;
         }
         let data = codec::encode_append_request(&rpc)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        super::stamp("net.ae.send", last);
         let reply = self.send(Method::AppendEntries, data, &option).await?;
+        super::stamp("net.ae.reply", last);
         codec::decode_append_response(reply.into())
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
             .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))

@@ -52,8 +52,12 @@ impl Proposer {
 
     /// Proposes one command and waits for its result once applied here.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, Status> {
-        self.enqueue(EncodedCommand::new(&command), Origin::Client)
-            .await
+        super::stamp("prop.enter", 0);
+        let r = self
+            .enqueue(EncodedCommand::new(&command), Origin::Client)
+            .await;
+        super::stamp("prop.reply", 0);
+        r
     }
 
     /// Proposes a follower's batch here; fails if this member no longer leads.
@@ -101,7 +105,10 @@ async fn propose_or_forward(
             return leader.forward(&node.addr, proposal).await;
         }
     }
-    match raft.client_write(proposal).await {
+    super::stamp("prop.write", 0);
+    let r = raft.client_write(proposal).await;
+    super::stamp("prop.written", r.as_ref().map(|r| r.log_id.index).unwrap_or(0));
+    match r {
         Ok(response) => Ok(response.data),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) if !may_forward => {
             Err(Status::unavailable("this member no longer leads; retry"))

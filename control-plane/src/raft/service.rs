@@ -55,7 +55,10 @@ impl Raft for RaftService {
     ) -> Result<Response<RaftMessage>, Status> {
         let rpc = codec::decode_append_request(request.into_inner().data.into())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let last = rpc.entries.last().map(|e| e.log_id.index).unwrap_or(0);
+        super::stamp("svc.ae.recv", last);
         let result = self.raft.append_entries(rpc).await;
+        super::stamp("svc.ae.done", last);
         if matches!(&result, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
         {
             self.contact.touch();

@@ -160,12 +160,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         tracing::trace!(entries = entries.len(), "apply");
+        let last_index = entries.last().map(|e| e.log_id.index).unwrap_or(0);
+        super::stamp("sm.apply.start", last_index);
         if let (Some(durable), Some(last)) = (&self.durable, entries.last()) {
             durable.reached(last.log_id.index).await;
         }
+        super::stamp("sm.apply.durable", last_index);
         let this = self.clone();
         let (results, events) = blocking(move || {
+            super::stamp("sm.apply.blocking", last_index);
             let mut txn = this.db.begin_write().map_err(sm_write)?;
+            super::stamp("sm.apply.locked", last_index);
             txn.set_durability(redb::Durability::None)
                 .map_err(sm_write)?;
             let mut results = Vec::with_capacity(entries.len());
@@ -200,7 +205,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 }
             }
+            super::stamp("sm.apply.commit", last_index);
             txn.commit().map_err(sm_write)?;
+            super::stamp("sm.apply.committed", last_index);
             Ok((results, events))
         })
         .await?;

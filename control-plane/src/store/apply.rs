@@ -157,11 +157,28 @@ pub enum StoreError {
     AlreadyBound { key: ObjectKey, node: String },
     #[error("invalid object: {0}")]
     Invalid(String),
+    /// A Service's clusterIP or nodePort refused (see [`super::allocation`]).
+    #[error("{key} is invalid:\n{field}: {}", field_detail(.value.as_deref(), .reason))]
+    ServiceField {
+        key: ObjectKey,
+        field: String,
+        /// The value refused, as shown (`"10.96.0.5"`, `30080`).
+        value: Option<String>,
+        reason: String,
+    },
     #[error("manifest {repository}:{reference} not found")]
     ManifestUnknown {
         repository: String,
         reference: String,
     },
+}
+
+/// kube-apiserver's `Invalid value: "10.96.0.5": reason`, or the reason alone.
+fn field_detail(value: Option<&str>, reason: &str) -> String {
+    match value {
+        Some(value) => format!("Invalid value: {value}: {reason}"),
+        None => reason.to_string(),
+    }
 }
 
 /// Fields the server owns: a client's values for them are ignored on update.

@@ -1,6 +1,7 @@
 //! The object store's redb tables, written by the Raft state machine inside its transactions
 //! and read by the API server.
 
+use super::allocation;
 use super::apply::{self, Command, CommandResult, Outcome, RegistryChanges, StoreError};
 use super::registry::{self, RegistrySnapshot, RegistryTables};
 use berth_proto::{Kind, ObjectKey, DEFAULT_NAMESPACE};
@@ -444,6 +445,14 @@ impl<'t> Writer<'t> {
             }));
         }
         let existing = self.read(&key)?;
+        if key.kind == Kind::Service {
+            // ClusterIPs and nodePorts: kept, and never two Services' (see store::allocation).
+            let admitted =
+                allocation::admit_stored(&self.objects, &key, existing.as_ref(), &mut object)?;
+            if let Err(error) = admitted {
+                return Ok(Err(error));
+            }
+        }
         let decided =
             apply::decide_apply(&key, existing.as_ref(), object, uid, now, self.revision + 1);
         Ok(match decided {

@@ -240,6 +240,43 @@ impl ApiConnection {
         Ok((pods, response.revision))
     }
 
+    /// Every object of `kind` in every namespace, as JSON, and the revision they were read at.
+    pub async fn list(&mut self, kind: &str) -> Result<(Vec<Vec<u8>>, u64), String> {
+        let response = self
+            .retrying(|mut c| async move {
+                c.list(pb::ListRequest {
+                    kind: kind.into(),
+                    namespace: String::new(),
+                    label_selector: String::new(),
+                    stale_ok: false,
+                })
+                .await
+            })
+            .await?
+            .into_inner();
+        Ok((response.objects, response.revision))
+    }
+
+    /// Changes to the objects of `kind` in every namespace after `from_revision`.
+    pub async fn watch(
+        &mut self,
+        kind: &str,
+        from_revision: u64,
+    ) -> Result<tonic::Streaming<pb::WatchEvent>, String> {
+        Ok(self
+            .retrying(|mut c| async move {
+                c.watch(pb::WatchRequest {
+                    kind: kind.into(),
+                    namespace: String::new(),
+                    label_selector: String::new(),
+                    from_revision,
+                })
+                .await
+            })
+            .await?
+            .into_inner())
+    }
+
     pub async fn watch_pods(
         &mut self,
         from_revision: u64,

@@ -16,10 +16,13 @@ pub mod config;
 pub mod events;
 mod exec_bridge;
 pub mod images;
+pub mod informer;
 pub mod pod;
 pub mod pod_config;
 pub mod restart;
+pub mod routes;
 pub mod service;
+pub mod services;
 pub mod status;
 pub mod volumes;
 
@@ -52,6 +55,10 @@ pub struct AgentConfig {
     /// On shutdown, stop every pod and remove the node's bridge (`berth up`), instead of
     /// leaving containers running for the next agent to adopt (`berth agent`).
     pub stop_pods_on_exit: bool,
+    /// Run the node's service proxy (see [`services`]).
+    pub proxy: bool,
+    /// Where the proxy serves its `/metrics`; `None`: nowhere.
+    pub proxy_metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +155,19 @@ pub async fn run(
     let reporter = tokio::spawn(report_statuses(api.clone(), status_queue));
     let heartbeat = tokio::spawn(heartbeat(api.clone(), config.name.clone()));
     let image_gc = tokio::spawn(collect_image_garbage(context.clone()));
+    let routes = tokio::spawn(routes::run(api.clone(), config.name.clone(), node_ip));
+    let service_interface = crate::network::services::ServiceInterface::default();
+    let proxy = config.proxy.then(|| {
+        let _f = (services::run(
+            api.clone(),
+            services::NodeAddresses {
+                internal_ip: node_ip,
+            },
+            config.proxy_metrics,
+            service_interface.clone(),
+        ));
+        tokio::spawn(async {})
+    });
     // The first `api: ADDR`-like line says the agent serves (scripts and tests read it).
     println!("agent: {}", config.listen);
 
@@ -157,7 +177,13 @@ pub async fn run(
         _ = shutdown => {
             if context.config.stop_pods_on_exit {
                 tracing::info!("agent stopping; stopping its pods");
+                if let Some(proxy) = &proxy {
+                    proxy.abort();
+                }
                 stop_every_pod(&context, workers).await;
+                if let Err(e) = service_interface.remove().await {
+                    tracing::warn!("removing {}: {e}", service_interface.name());
+                }
             } else {
                 tracing::info!("agent stopping; containers keep running");
             }
@@ -167,6 +193,10 @@ pub async fn run(
     reporter.abort();
     heartbeat.abort();
     image_gc.abort();
+    routes.abort();
+    if let Some(proxy) = proxy {
+        proxy.abort();
+    }
     Ok(())
 }
 

@@ -273,7 +273,7 @@ impl From<NetworkError> for PodSideError {
     }
 }
 
-fn errno(e: &rtnetlink::Error) -> Option<Errno> {
+pub(crate) fn errno(e: &rtnetlink::Error) -> Option<Errno> {
     match e {
         rtnetlink::Error::NetlinkError(message) => Some(Errno::from_raw(-message.raw_code())),
         _ => None,

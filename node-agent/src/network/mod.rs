@@ -23,12 +23,16 @@
 //!   allocates the address first and teardown releases it last; the host veth carries the pod
 //!   uid as its alias: [`PodNetwork::list_pods`] finds every pod with anything left.
 //! - Operations on one node are serialized (one lock): each takes milliseconds.
-//! - Not here yet: routes to other nodes' pod subnets, masquerading of traffic leaving the node.
+//! - Other nodes' pod subnets are reached through routes via their node addresses ([`routes`],
+//!   host-gw style); the node's ClusterIPs live on its service interface ([`services`]).
+//! - Not here yet: masquerading of traffic leaving the node.
 
 mod error;
 pub mod ipam;
 mod link;
 pub mod netns;
+pub mod routes;
+pub mod services;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
