@@ -94,17 +94,19 @@ pub fn table(kind: Kind, objects: &[Resource], options: &TableOptions) -> String
 pub mod events;
 
 /// kubectl describe-style text for one object, ending with the events about it (`events`
-/// may hold others: only this object's are shown).
+/// may hold others: only this object's are shown). `slices` give a Service its `Endpoints:`
+/// (they may hold other Services' too).
 pub fn describe(
     object: &Resource,
     events: &[berth_proto::k8s_openapi::api::core::v1::Event],
+    slices: &[EndpointSlice],
     now: Timestamp,
 ) -> String {
     let mut w = Writer::default();
     describe_metadata(&mut w, object);
     match object {
         Resource::Pod(pod) => describe_pod(&mut w, pod, now),
-        Resource::Service(service) => describe_service(&mut w, service),
+        Resource::Service(service) => describe_service(&mut w, service, slices),
         Resource::ConfigMap(config_map) => describe_config_map(&mut w, config_map),
         Resource::Secret(secret) => describe_secret(&mut w, secret),
         Resource::Namespace(namespace) => describe_namespace(&mut w, namespace),
@@ -1054,7 +1056,7 @@ fn describe_pod_phase(w: &mut Writer, pod: &Pod, now: Timestamp) {
     }
 }
 
-fn describe_service(w: &mut Writer, service: &Service) {
+fn describe_service(w: &mut Writer, service: &Service, slices: &[EndpointSlice]) {
     let spec = or_default(&service.spec);
     let selector = format_labels(spec.selector.as_ref());
     w.line(0, format!("Selector:\t{selector}"));
@@ -1080,8 +1082,23 @@ fn describe_service(w: &mut Writer, service: &Service) {
     if !ingress.is_empty() {
         w.line(0, format!("LoadBalancer Ingress:\t{}", ingress.join(", ")));
     }
+    let name = service.metadata.name.as_deref().unwrap_or_default();
+    let namespace = namespace_of(&service.metadata);
+    let slices: Vec<&EndpointSlice> = slices
+        .iter()
+        .filter(|s| namespace_of(&s.metadata) == namespace)
+        .filter(|s| {
+            let labels = s.metadata.labels.as_ref();
+            let service = labels.and_then(|l| l.get("kubernetes.io/service-name"));
+            service.map(String::as_str) == Some(name)
+        })
+        .collect();
     for port in items(&spec.ports) {
         describe_service_port(w, port);
+        w.line(
+            0,
+            format!("Endpoints:\t{}", service_endpoints(&slices, port)),
+        );
     }
     let affinity = spec.session_affinity.as_deref().unwrap_or("None");
     w.line(0, format!("Session Affinity:\t{affinity}"));
@@ -1155,6 +1172,35 @@ fn describe_endpoint_slice(w: &mut Writer, slice: &EndpointSlice) {
         w.line(2, format!("NodeName:\t{node}"));
         let zone = endpoint.zone.as_deref().unwrap_or(UNSET);
         w.line(2, format!("Zone:\t{zone}"));
+    }
+}
+
+/// The ready endpoints of one Service port, `10.244.0.2:8080,...` (three, then how many
+/// more), as kubectl's formatEndpointSlices; `<none>` when the Service has no slices.
+fn service_endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> String {
+    if slices.is_empty() {
+        return NONE.to_string();
+    }
+    let name = port.name.as_deref().unwrap_or_default();
+    let mut addresses = Vec::new();
+    for slice in slices {
+        let ports = items(&slice.ports);
+        let Some(number) = ports
+            .iter()
+            .find(|p| p.name.as_deref().unwrap_or_default() == name)
+            .and_then(|p| p.port)
+        else {
+            continue;
+        };
+        let endpoints = items(&slice.endpoints).iter();
+        let ready =
+            endpoints.filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
+        let ready = ready.flat_map(|e| e.addresses.iter());
+        addresses.extend(ready.map(|address| format!("{address}:{number}")));
+    }
+    match addresses.len() {
+        0 => String::new(),
+        _ => first_three(addresses.into_iter()),
     }
 }
 
@@ -1637,6 +1683,123 @@ mod tests {
         );
     }
 
+    fn slice(name: &str, port: i32, endpoints: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default",
+                         "creationTimestamp": "2024-05-01T11:00:00Z",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "endpoints": endpoints,
+        }))
+        .expect("valid slice")
+    }
+
+    fn endpoint(ip: &str, ready: bool) -> serde_json::Value {
+        json!({"addresses": [ip], "conditions": {"ready": ready, "serving": ready},
+               "nodeName": "node-1", "targetRef": {"kind": "Pod", "name": format!("pod-{ip}")}})
+    }
+
+    #[test]
+    fn endpoint_slice_table_and_describe() {
+        let many: Vec<serde_json::Value> = (2..7)
+            .map(|i| endpoint(&format!("10.244.0.{i}"), true))
+            .collect();
+        let slices = [
+            Resource::from(slice("web-abcde", 8080, json!(many))),
+            Resource::from(slice(
+                "web-fghjk",
+                9090,
+                json!([endpoint("10.244.1.2", false)]),
+            )),
+            Resource::from(EndpointSlice {
+                metadata: ObjectMeta {
+                    name: Some("empty".into()),
+                    ..ObjectMeta::default()
+                },
+                address_type: "IPv4".into(),
+                endpoints: None,
+                ports: None,
+            }),
+        ];
+        let expected = [
+            "NAME        ADDRESSTYPE   PORTS     ENDPOINTS                                      AGE",
+            "web-abcde   IPv4          8080      10.244.0.2,10.244.0.3,10.244.0.4 + 2 more...   60m",
+            "web-fghjk   IPv4          9090      10.244.1.2                                     60m",
+            "empty       IPv4          <unset>   <unset>                                        <unknown>",
+            "",
+        ];
+        assert_eq!(
+            table(
+                Kind::EndpointSlice,
+                &slices,
+                &options("2024-05-01T12:00:00Z")
+            ),
+            expected.join("\n")
+        );
+        let text = describe(&slices[1], &[], &[], at("2024-05-01T12:00:00Z"));
+        let expected = [
+            "Name:               web-fghjk",
+            "Namespace:          default",
+            "Labels:             kubernetes.io/service-name=web",
+            "Annotations:        <none>",
+            "CreationTimestamp:  Wed, 01 May 2024 11:00:00 +0000",
+            "AddressType:        IPv4",
+            "Ports:",
+            "  Name  Port  Protocol",
+            "  ----  ----  --------",
+            "  http  9090  TCP",
+            "Endpoints:",
+            "  - Addresses:  10.244.1.2",
+            "    Conditions:",
+            "      Ready:    false",
+            "    Hostname:   <unset>",
+            "    TargetRef:  Pod/pod-10.244.1.2",
+            "    NodeName:   node-1",
+            "    Zone:       <unset>",
+            "Events:         <none>",
+            "",
+        ];
+        assert_eq!(text, expected.join("\n"));
+    }
+
+    #[test]
+    fn service_describe_shows_node_ports_and_ready_endpoints() {
+        let service = object::<Service>(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "type": "NodePort",
+                "clusterIP": "10.96.0.10",
+                "clusterIPs": ["10.96.0.10"],
+                "selector": {"app": "web"},
+                "ports": [{"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080}],
+            },
+        }));
+        let slices = [
+            slice(
+                "web-abcde",
+                8080,
+                json!([endpoint("10.244.0.2", true), endpoint("10.244.0.3", false)]),
+            ),
+            slice("web-fghjk", 9090, json!([endpoint("10.244.1.2", true)])),
+        ];
+        let text = describe(&service, &[], &slices, at("2024-05-01T12:00:00Z"));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines.contains(&"NodePort:           http  30080/TCP"),
+            "{text}"
+        );
+        assert!(
+            lines.contains(&"Endpoints:          10.244.0.2:8080,10.244.1.2:9090"),
+            "{text}"
+        );
+        let none = describe(&service, &[], &[], at("2024-05-01T12:00:00Z"));
+        assert!(
+            none.lines().any(|l| l == "Endpoints:          <none>"),
+            "{none}"
+        );
+    }
+
     #[test]
     fn service_external_ips() {
         let service = |spec: serde_json::Value, status: serde_json::Value| {
@@ -1785,7 +1948,7 @@ mod tests {
             "data": {"password": "aHVudGVyMg=="},
             "stringData": {"user": "admin"},
         }));
-        let text = describe(&secret, &[], at("2024-05-01T12:00:00Z"));
+        let text = describe(&secret, &[], &[], at("2024-05-01T12:00:00Z"));
         assert!(
             !text.contains("hunter2") && !text.contains("aHVudGVyMg=="),
             "{text}"
@@ -1836,7 +1999,7 @@ mod tests {
                 },
             },
         }));
-        let text = describe(&deployment, &[], at("2024-05-01T12:00:00Z"));
+        let text = describe(&deployment, &[], &[], at("2024-05-01T12:00:00Z"));
         let expected = [
             "Name:                   web",
             "Namespace:              default",
@@ -1878,7 +2041,7 @@ mod tests {
             "metadata": {"name": "settings", "namespace": "default"},
             "data": {"app.conf": "level=debug\nport=80"},
         }));
-        let text = describe(&config_map, &[], at("2024-05-01T12:00:00Z"));
+        let text = describe(&config_map, &[], &[], at("2024-05-01T12:00:00Z"));
         assert!(
             text.contains("\nData\n====\napp.conf:\n----\nlevel=debug\nport=80\n\n"),
             "{text}"
@@ -1904,7 +2067,7 @@ mod tests {
                 }],
             },
         }));
-        let text = describe(&pod, &[], at("2024-05-01T12:00:00Z"));
+        let text = describe(&pod, &[], &[], at("2024-05-01T12:00:00Z"));
         let expected = [
             "Node:               node-1/192.168.1.10",
             "Status:             Running",

@@ -22,7 +22,8 @@
 use crate::raft::BerthRaft;
 use crate::store::{Notice, ObjectStore, ReadError, StoredEvent, WatchEventType, WatchHub};
 use berth_proto::k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use berth_proto::k8s_openapi::api::core::v1::{Node, Pod};
+use berth_proto::k8s_openapi::api::core::v1::{Node, Pod, Service};
+use berth_proto::k8s_openapi::api::discovery::v1::EndpointSlice;
 use berth_proto::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use berth_proto::Kind;
 use serde::de::DeserializeOwned;
@@ -52,6 +53,8 @@ pub struct CachedObjects {
     pub pods: Objects<Pod>,
     pub replica_sets: Objects<ReplicaSet>,
     pub deployments: Objects<Deployment>,
+    pub services: Objects<Service>,
+    pub endpoint_slices: Objects<EndpointSlice>,
 }
 
 /// Stores `object` under `key`, or removes the key when there is no object or it does not
@@ -108,6 +111,8 @@ impl CachedObjects {
             Kind::Pod => put(&mut self.pods, key, decode(object)),
             Kind::ReplicaSet => put(&mut self.replica_sets, key, decode(object)),
             Kind::Deployment => put(&mut self.deployments, key, decode(object)),
+            Kind::Service => put(&mut self.services, key, decode(object)),
+            Kind::EndpointSlice => put(&mut self.endpoint_slices, key, decode(object)),
             _ => {}
         }
     }
@@ -119,6 +124,8 @@ impl CachedObjects {
             Kind::Pod => put_bytes(&mut self.pods, kind, bytes),
             Kind::ReplicaSet => put_bytes(&mut self.replica_sets, kind, bytes),
             Kind::Deployment => put_bytes(&mut self.deployments, kind, bytes),
+            Kind::Service => put_bytes(&mut self.services, kind, bytes),
+            Kind::EndpointSlice => put_bytes(&mut self.endpoint_slices, kind, bytes),
             _ => {}
         }
     }
@@ -164,7 +171,14 @@ pub struct Cache {
 }
 
 /// Kinds the cache can keep.
-const KEPT: [Kind; 4] = [Kind::Node, Kind::Pod, Kind::ReplicaSet, Kind::Deployment];
+const KEPT: [Kind; 6] = [
+    Kind::Node,
+    Kind::Pod,
+    Kind::ReplicaSet,
+    Kind::Deployment,
+    Kind::Service,
+    Kind::EndpointSlice,
+];
 
 impl Cache {
     /// Waits until this member, as leader, has applied everything committed (the read barrier),

@@ -46,6 +46,9 @@ pub struct MemberConfig {
     pub node_lifecycle: crate::nodes::LifecycleConfig,
     /// How long Events are kept after they last happened (`--event-ttl`).
     pub event_ttl: Duration,
+    /// Where Services' clusterIPs and nodePorts come from (`--service-cluster-ip-range`,
+    /// `--service-node-port-range`); every member should be given the same.
+    pub service_ranges: crate::store::allocation::ServiceRanges,
 }
 
 impl MemberConfig {
@@ -64,6 +67,7 @@ impl MemberConfig {
             election_timeout_ms: (200, 400),
             node_lifecycle: crate::nodes::LifecycleConfig::default(),
             event_ttl: crate::events::expiry::DEFAULT_TTL,
+            service_ranges: Default::default(),
         }
     }
 
@@ -262,6 +266,12 @@ impl Member {
             proposer.clone(),
             events.clone(),
         );
+        let endpoints = crate::controllers::endpoints::run(
+            raft.clone(),
+            store.clone(),
+            hub.clone(),
+            proposer.clone(),
+        );
         let api = ApiService::new(
             raft.clone(),
             barrier.clone(),
@@ -270,7 +280,8 @@ impl Member {
             store,
             hub,
             departure,
-        );
+        )
+        .with_service_ranges(config.service_ranges.clone());
         let node_lifecycle = api.node_lifecycle(config.node_lifecycle, events);
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let incoming = berth_proto::transport::incoming(listener);
@@ -355,6 +366,7 @@ impl Member {
         tokio::spawn(scheduler);
         tokio::spawn(node_lifecycle);
         tokio::spawn(controllers);
+        tokio::spawn(endpoints);
         tokio::spawn(event_expiry);
         let tick = Duration::from_millis(config.heartbeat_interval_ms);
         tokio::spawn(crate::raft::prevote::run(

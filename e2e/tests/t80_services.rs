@@ -295,7 +295,12 @@ fn t10_cluster_ip_node_port_load_balancer_and_readiness() {
     s.apply(&client_pod("client-2", "node-2"));
     let backends = s.wait_web(2, "v1");
     let nodes: BTreeSet<String> = s.web_pods().into_iter().map(|(_, node, ..)| node).collect();
-    assert_eq!(nodes.len(), 2, "the replicas are not spread: {:?}", s.web_pods());
+    assert_eq!(
+        nodes.len(),
+        2,
+        "the replicas are not spread: {:?}",
+        s.web_pods()
+    );
     s.wait_pod_ready("client-1");
     s.wait_pod_ready("client-2");
 
@@ -305,17 +310,25 @@ fn t10_cluster_ip_node_port_load_balancer_and_readiness() {
     let url = format!("http://{vip}/");
     for client in ["client-1", "client-2"] {
         let mut seen = BTreeSet::new();
+        let mut last_error = String::new();
         let reached = eventually(Duration::from_secs(60), || {
             match s.wget_in(client, &url) {
                 Ok(page) if backends.contains(&page) => {
                     seen.insert(page);
                 }
                 Ok(page) => panic!("{client}: {url} answered {page:?}, not a backend's name"),
-                Err(_) => {}
+                Err(e) => last_error = e,
             }
             seen == backends
         });
-        assert!(reached, "{client} reached only {seen:?} of {backends:?} at {url}");
+        assert!(
+            reached,
+            "{client} reached only {seen:?} of {backends:?} at {url} (last error: {last_error}); \
+             endpoint slices:\n{}",
+            s.cluster
+                .berth_on(0, &["get", "endpointslices", "-o", "yaml"])
+                .stdout()
+        );
     }
     // ... and from the node itself.
     let vip_addr: SocketAddr = format!("{vip}:80").parse().unwrap();
@@ -356,7 +369,10 @@ fn t10_cluster_ip_node_port_load_balancer_and_readiness() {
         }
         seen.contains(&unready)
     });
-    assert!(rejoined, "{unready} (Ready again) gets no requests: {seen:?}");
+    assert!(
+        rejoined,
+        "{unready} (Ready again) gets no requests: {seen:?}"
+    );
 
     // LoadBalancer: the status lists the nodes, the service port answers on each.
     s.apply(&web_service("web-lb", "LoadBalancer", ""));
@@ -378,7 +394,10 @@ fn t10_cluster_ip_node_port_load_balancer_and_readiness() {
         let answered = eventually(Duration::from_secs(30), || {
             http_get(host0, addr).is_ok_and(|p| backends.contains(&p))
         });
-        assert!(answered, "LoadBalancer {addr} did not answer with a backend");
+        assert!(
+            answered,
+            "LoadBalancer {addr} did not answer with a backend"
+        );
     }
 }
 
@@ -450,7 +469,11 @@ fn t30_tls_terminated_with_a_certificate_from_a_secret() {
     let s = services();
     let made = rcgen::generate_simple_self_signed(vec!["web.example".to_string()]).unwrap();
     let (cert, key) = (made.cert.pem(), made.signing_key.serialize_pem());
-    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let indent = |pem: &str| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
     s.apply(&format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: web-tls\ntype: kubernetes.io/tls\n\
          stringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
@@ -498,7 +521,8 @@ fn t30_tls_terminated_with_a_certificate_from_a_secret() {
 
 /// `GET /` over TLS, verifying the server's certificate for web.example.
 fn https_get(config: Arc<rustls::ClientConfig>, addr: SocketAddr) -> Result<String, String> {
-    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let tcp =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     let name = rustls::pki_types::ServerName::try_from("web.example").unwrap();

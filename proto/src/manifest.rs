@@ -1148,6 +1148,7 @@ fn implemented_for_kind(kind: Kind) -> &'static [&'static str] {
             "spec.ports[].nodePort",
             "spec.ports[].appProtocol",
             "spec.sessionAffinity",
+            "spec.publishNotReadyAddresses",
             "spec.clusterIP",
             "spec.clusterIPs",
         ],

@@ -1374,11 +1374,9 @@ fn service(service: &Service, errors: &mut Errors) {
                         "may not be set for type {service_type}, only for NodePort or LoadBalancer"
                     ),
                 );
-            } else if !(30000..=32767).contains(&node_port) {
-                errors.add(
-                    format!("{path}.nodePort"),
-                    format!("{node_port} is out of range 30000..32767"),
-                );
+            } else {
+                // The server checks its own --service-node-port-range when it allocates.
+                port_in_range(errors, format!("{path}.nodePort"), node_port);
             }
         }
     }

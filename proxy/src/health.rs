@@ -31,6 +31,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
@@ -99,7 +100,7 @@ pub(crate) async fn run(service: Arc<ServicePort>, config: HealthCheckConfig) {
             let target = target.clone();
             let (upstream, timeout) = (service.upstream, config.timeout());
             checks.spawn(async move {
-                let check = probe(endpoint.addr, upstream, target);
+                let check = probe(endpoint.addr, upstream, target, timeout);
                 let outcome = match tokio::time::timeout(timeout, check).await {
                     Ok(outcome) => outcome,
                     Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
@@ -143,10 +144,9 @@ async fn probe(
     addr: SocketAddr,
     upstream: UpstreamProtocol,
     target: Option<PathAndQuery>,
+    timeout: Duration,
 ) -> Result<(), String> {
-    // The caller's timeout bounds the whole check, the connect included.
-    let connect_timeout = std::time::Duration::from_secs(3600);
-    let stream = transport::connect(addr, connect_timeout)
+    let stream = transport::connect(addr, timeout)
         .await
         .map_err(|error| error.to_string())?;
     let Some(target) = target else {

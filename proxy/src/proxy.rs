@@ -139,19 +139,23 @@ impl Proxy {
             health,
             tls,
         };
-        {
+        let lost = {
             let mut listeners = self.lock_listeners();
             // Another listen of the same name may have won the race while this one bound.
             if listeners.contains_key(&config.name) {
-                drop(listeners);
-                listener.stop().await;
-                return Err(ProxyError::DuplicateListener(config.name));
+                Some(listener)
+            } else {
+                listeners.insert(config.name.clone(), listener);
+                self.services
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(config.name.clone(), service);
+                None
             }
-            listeners.insert(config.name.clone(), listener);
-            self.services
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(config.name.clone(), service);
+        };
+        if let Some(listener) = lost {
+            listener.stop().await;
+            return Err(ProxyError::DuplicateListener(config.name));
         }
         tracing::info!(
             service = %config.name,

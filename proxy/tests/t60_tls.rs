@@ -15,6 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
@@ -135,9 +136,14 @@ fn https_reaches_plain_http_endpoints_by_http1_and_h2() {
         // A plain-HTTP client on the TLS port: the handshake fails, and is counted.
         let mut plain = Http1Client::connect(addr).await;
         assert!(plain.get("/").await.is_err());
-        let metrics = proxy.render_metrics();
+        // The client may see the alert before the worker has counted the failure.
         let errors =
             "berth_proxy_service_tls_handshake_errors_total{service=\"default/web:https\"}";
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(&proxy.render_metrics(), errors) != Some(1.0) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let metrics = proxy.render_metrics();
         assert_eq!(metric(&metrics, errors), Some(1.0), "{metrics}");
         assert_eq!(
             metric(

@@ -47,10 +47,23 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
             })
             .collect(),
     };
+    // A Service's Endpoints line comes from its EndpointSlices.
+    let slices = match objects.is_empty() || kind != Kind::Service {
+        true => Vec::new(),
+        false => client::list(&mut api, Kind::EndpointSlice, &namespace, "", false)
+            .await?
+            .0
+            .into_iter()
+            .filter_map(|object| match object {
+                Resource::EndpointSlice(slice) => Some(*slice),
+                _ => None,
+            })
+            .collect(),
+    };
     let now = jiff::Timestamp::now();
     let texts: Vec<String> = objects
         .iter()
-        .map(|o| output::describe(o, &events, now))
+        .map(|o| output::describe(o, &events, &slices, now))
         .collect();
     print!("{}", texts.join("\n\n"));
     Ok(if failed {

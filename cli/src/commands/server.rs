@@ -39,6 +39,12 @@ pub struct Args {
     /// Events are deleted this long after they last happened (kube-apiserver's default).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     event_ttl: std::time::Duration,
+    /// The network Services' ClusterIPs come from (give every member the same).
+    #[arg(long, default_value = "10.96.0.0/16")]
+    service_cluster_ip_range: String,
+    /// The ports NodePort and LoadBalancer Services' nodePorts come from.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
 }
 
 /// A duration like `1.5s`, `500ms` or `2m`.
@@ -62,6 +68,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         eviction_toleration: args.pod_eviction_timeout,
     };
     config.event_ttl = args.event_ttl;
+    config.service_ranges = berth_control_plane::store::allocation::ServiceRanges::new(
+        &args.service_cluster_ip_range,
+        &args.service_node_port_range,
+    )?;
     let mut member = Member::start(config).await?;
     if args.init {
         let path = client::write_config(&ClientConfig {

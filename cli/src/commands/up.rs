@@ -1,11 +1,12 @@
 //! `berth up [--demo]`: a whole cluster in one process — a one-member control plane and a node
-//! agent (the proxy joins them once it exists) — with its data under one directory, and the
+//! agent (which runs the node's service proxy) — with its data under one directory, and the
 //! client config written so that `berth apply` works at once.
 //!
 //! ```text
 //!  berth up ── Member (bootstrapped on first run, restarted as it was after) ── client config
 //!          └─ agent (node = host name) ── pods as containers
 //!  --demo  ── push the demo image ── apply manifests/demo.yaml ── wait for Ready ── print URLs
+//!            (each pod's, and the Service's once the proxy answers on it)
 //!  Ctrl-C  ── agent stops every pod, removes mounts, cgroups, veths and its bridge
 //!          └─ member shuts down (the store keeps the desired state for the next `berth up`)
 //! ```
@@ -114,7 +115,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let mut agent_result = None;
     if args.demo {
         tokio::select! {
-            result = demo(&server, &data_dir) => if let Err(e) = result {
+            result = demo(&server, &data_dir, args.agent_listen.ip()) => if let Err(e) = result {
                 tracing::error!("the demo: {e:#}");
             },
             result = &mut agent => agent_result = Some(result),
@@ -149,7 +150,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
 }
 
 /// Pushes the demo image, applies the demo manifests and prints where its replicas answer.
-async fn demo(server: &str, data_dir: &std::path::Path) -> Result<()> {
+async fn demo(server: &str, data_dir: &std::path::Path, node_ip: std::net::IpAddr) -> Result<()> {
     let registry = berth_image::RegistryClient::new(
         berth_proto::transport::http_client(),
         vec![server.to_string()],
@@ -208,8 +209,78 @@ async fn demo(server: &str, data_dir: &std::path::Path) -> Result<()> {
     for address in addresses {
         say(&format!("  curl http://{address}:8080/"));
     }
-    say("(pod addresses are on this machine's bridge berth0; the Service has no proxy yet)");
+    // The Service, once the node's proxy answers on it (the listener follows the Service by
+    // milliseconds): a line printed here is a URL that works.
+    let service = berth_proto::pb::ObjectRef {
+        kind: "Service".into(),
+        namespace: "default".into(),
+        name: "demo".into(),
+    };
+    let service: serde_json::Value = match api
+        .get(berth_proto::pb::GetRequest {
+            object: Some(service),
+            stale_ok: true,
+        })
+        .await
+    {
+        Ok(response) => serde_json::from_slice(&response.into_inner().object)?,
+        Err(status) => {
+            say(&format!("The demo Service: {}", status.message()));
+            return Ok(());
+        }
+    };
+    let urls = service_urls(&service, node_ip);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !answers(&urls).await && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    say("The demo Service balances requests across them, from this machine and from every pod:");
+    for (what, addr) in urls {
+        say(&format!("demo: http://{addr}/ ({what})"));
+    }
     Ok(())
+}
+
+/// Where the demo Service answers on this node: its ClusterIP, and its NodePort on the node's
+/// address (the agent's: loopback unless --agent-listen says otherwise).
+fn service_urls(
+    service: &serde_json::Value,
+    node_ip: std::net::IpAddr,
+) -> Vec<(&'static str, SocketAddr)> {
+    let spec = &service["spec"];
+    let port = &spec["ports"][0];
+    let mut urls = Vec::new();
+    if let (Some(ip), Some(port)) = (spec["clusterIP"].as_str(), port["port"].as_u64()) {
+        if let Ok(ip) = ip.parse::<std::net::IpAddr>() {
+            urls.push(("ClusterIP", SocketAddr::new(ip, port as u16)));
+        }
+    }
+    if let Some(node_port) = port["nodePort"].as_u64() {
+        urls.push(("NodePort", SocketAddr::new(node_ip, node_port as u16)));
+    }
+    urls
+}
+
+/// Whether every address answers an HTTP GET with 200.
+async fn answers(urls: &[(&str, SocketAddr)]) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for (_, addr) in urls {
+        let get = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut head = [0u8; 12];
+            stream.read_exact(&mut head).await.ok()?;
+            Some(head.ends_with(b" 200"))
+        };
+        let answered = tokio::time::timeout(Duration::from_secs(2), get).await;
+        if answered.ok().flatten() != Some(true) {
+            return false;
+        }
+    }
+    !urls.is_empty()
 }
 
 /// The pod's IP once it is Ready.

@@ -7,12 +7,14 @@
 pub(crate) mod errors;
 mod events;
 pub mod nodes;
+mod services;
 mod watch;
 
 use crate::membership;
 use crate::raft::leader::{LeaderLink, ReadBarrier};
 use crate::raft::proposer::Proposer;
 use crate::raft::BerthRaft;
+use crate::store::allocation::Claim;
 use crate::store::{apply, Command, CommandResult, ObjectStore, Outcome, WatchHub};
 use berth_proto::pb::api_client::ApiClient;
 use berth_proto::pb::api_server::Api;
@@ -35,6 +37,8 @@ pub struct ApiService {
     joins: tokio::sync::Mutex<()>,
     departure: crate::member::Departure,
     heartbeats: nodes::NodeHeartbeats,
+    /// Where new Services' clusterIPs and nodePorts come from.
+    service_ranges: crate::store::allocation::ServiceRanges,
 }
 
 impl ApiService {
@@ -48,6 +52,7 @@ impl ApiService {
         departure: crate::member::Departure,
     ) -> Self {
         ApiService {
+            service_ranges: Default::default(),
             departure,
             heartbeats: nodes::NodeHeartbeats::default(),
             leader,
@@ -252,44 +257,57 @@ impl Api for ApiService {
         let request = request.into_inner();
         let object = admit(&request.object)?;
         let key = object.key();
-        let value = object.to_value();
         let now = jiff::Timestamp::now().to_string();
         let uid = uuid::Uuid::new_v4().to_string();
         let span =
             tracing::info_span!("apply", object = %key.storage_key(), dry_run = request.dry_run);
         let _guard = span.enter();
 
-        let (outcome, stored) = if request.dry_run {
-            self.linearize(false).await?;
-            let read_key = key.clone();
-            let (existing, revision) = self
-                .read(move |store| Ok((store.get(&read_key)?, store.revision()?)))
-                .await?;
-            let existing: Option<Value> = existing
-                .map(|b| serde_json::from_slice(&b))
-                .transpose()
-                .map_err(|e| Status::internal(e.to_string()))?;
-            let (outcome, object) =
-                apply::decide_apply(&key, existing.as_ref(), value, &uid, &now, revision + 1)
-                    .map_err(store_status)?;
-            (outcome, object.or(existing).unwrap_or_default())
-        } else {
-            match self
-                .propose(Command::Apply {
-                    object: value,
-                    uid,
-                    now,
-                })
-                .await?
-            {
-                CommandResult::Applied { outcome, object } => (outcome, object),
-                CommandResult::Failed(error) => return Err(store_status(error)),
-                other => {
-                    return Err(Status::internal(format!(
-                        "unexpected apply result {other:?}"
-                    )))
+        // A Service's picked clusterIP or nodePort may be taken first through another member:
+        // the state machine refuses it, and it is picked again here.
+        let mut attempt = 0;
+        let (outcome, stored) = loop {
+            let (value, claims) = self.allocate(&object, &uid, attempt).await?;
+            attempt += 1;
+            break if request.dry_run {
+                self.linearize(false).await?;
+                let read_key = key.clone();
+                let (existing, revision) = self
+                    .read(move |store| Ok((store.get(&read_key)?, store.revision()?)))
+                    .await?;
+                let existing: Option<Value> = existing
+                    .map(|b| serde_json::from_slice(&b))
+                    .transpose()
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                let (outcome, object) =
+                    apply::decide_apply(&key, existing.as_ref(), value, &uid, &now, revision + 1)
+                        .map_err(store_status)?;
+                (outcome, object.or(existing).unwrap_or_default())
+            } else {
+                match self
+                    .propose(Command::Apply {
+                        object: value,
+                        uid: uid.clone(),
+                        now: now.clone(),
+                    })
+                    .await?
+                {
+                    CommandResult::Applied { outcome, object } => (outcome, object),
+                    CommandResult::Failed(error)
+                        if attempt < services::ALLOCATION_ATTEMPTS
+                            && Claim::refused_by(&claims, &error) =>
+                    {
+                        tracing::debug!("picked again: {error}");
+                        continue;
+                    }
+                    CommandResult::Failed(error) => return Err(store_status(error)),
+                    other => {
+                        return Err(Status::internal(format!(
+                            "unexpected apply result {other:?}"
+                        )))
+                    }
                 }
-            }
+            };
         };
         tracing::debug!(outcome = outcome.as_str(), "applied");
         let outcome = match outcome {

@@ -1,4 +1,5 @@
-//! Controllers: the leader's reconcile loops for ReplicaSets and Deployments, as pure deciders.
+//! Controllers: the leader's reconcile loops for ReplicaSets, Deployments and Service
+//! endpoints, as pure deciders.
 //!
 //! ```text
 //!   store watch ──▶ async shell ──(desired + observed, now)──▶ decider ──▶ Decision
@@ -16,11 +17,14 @@
 //!   by selector, and the ReplicaSet's status.
 //! - [`deployment`]: one ReplicaSet per pod-template hash, scaled by the rollout strategy.
 //! - [`run`]: the leader's loop that runs both and deletes what lost its controller.
+//! - [`endpoints`]: each Service's pod addresses as EndpointSlices, and LoadBalancer
+//!   status; a leader loop of its own.
 //!
 //! Names, labels, annotations and orderings are Kubernetes' own, so that `kubectl`-trained
 //! eyes read `berth get rs,pods` the same way.
 
 pub mod deployment;
+pub mod endpoints;
 mod error;
 pub mod replicaset;
 pub mod run;

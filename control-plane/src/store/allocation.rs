@@ -27,6 +27,7 @@ use super::StoreError;
 use berth_proto::k8s_openapi::api::core::v1::Service;
 use berth_proto::{Kind, ObjectKey};
 use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -239,16 +240,22 @@ impl Claim {
     /// Whether `error` refused this value: worth picking again.
     pub fn refused_by(claims: &[Claim], error: &StoreError) -> bool {
         match error {
-            StoreError::ServiceField {
-                value: Some(value), ..
-            } => claims.iter().any(|c| c.shown() == *value),
+            StoreError::ServiceField { problem, .. } => {
+                let value = problem.value.as_deref();
+                claims.iter().any(|c| Some(c.shown().as_str()) == value)
+            }
             _ => false,
         }
     }
 }
 
-/// One problem with one field of the Service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One problem with one field of the Service: kube-apiserver's
+/// `spec.clusterIPs: Invalid value: "10.96.0.5": reason`, or the reason alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{field}: {}", match value {
+    Some(value) => format!("Invalid value: {value}: {reason}"),
+    None => reason.clone(),
+})]
 pub struct FieldProblem {
     pub field: String,
     /// The offending value as shown in the message (`"10.96.0.5"`, `30080`).
@@ -268,9 +275,7 @@ impl FieldProblem {
     pub fn into_store_error(self, key: &ObjectKey) -> StoreError {
         StoreError::ServiceField {
             key: key.clone(),
-            field: self.field,
-            value: self.value,
-            reason: self.reason,
+            problem: Box::new(self),
         }
     }
 }

@@ -158,27 +158,16 @@ pub enum StoreError {
     #[error("invalid object: {0}")]
     Invalid(String),
     /// A Service's clusterIP or nodePort refused (see [`super::allocation`]).
-    #[error("{key} is invalid:\n{field}: {}", field_detail(.value.as_deref(), .reason))]
+    #[error("{key} is invalid:\n{problem}")]
     ServiceField {
         key: ObjectKey,
-        field: String,
-        /// The value refused, as shown (`"10.96.0.5"`, `30080`).
-        value: Option<String>,
-        reason: String,
+        problem: Box<super::allocation::FieldProblem>,
     },
     #[error("manifest {repository}:{reference} not found")]
     ManifestUnknown {
         repository: String,
         reference: String,
     },
-}
-
-/// kube-apiserver's `Invalid value: "10.96.0.5": reason`, or the reason alone.
-fn field_detail(value: Option<&str>, reason: &str) -> String {
-    match value {
-        Some(value) => format!("Invalid value: {value}: {reason}"),
-        None => reason.to_string(),
-    }
 }
 
 /// Fields the server owns: a client's values for them are ignored on update.

@@ -158,15 +158,14 @@ pub async fn run(
     let routes = tokio::spawn(routes::run(api.clone(), config.name.clone(), node_ip));
     let service_interface = crate::network::services::ServiceInterface::default();
     let proxy = config.proxy.then(|| {
-        let _f = (services::run(
+        tokio::spawn(services::run(
             api.clone(),
             services::NodeAddresses {
                 internal_ip: node_ip,
             },
             config.proxy_metrics,
             service_interface.clone(),
-        ));
-        tokio::spawn(async {})
+        ))
     });
     // The first `api: ADDR`-like line says the agent serves (scripts and tests read it).
     println!("agent: {}", config.listen);

@@ -10,7 +10,9 @@
 //!        ┌──────────────────┬────────────┴───────┬──────────────────┐
 //!   new: VIP on berth-svc,  endpoints changed:   gone: remove,      config changed
 //!   then listen             update (hot, the     then drop the VIP  (mode, TLS, ...):
-//!                           socket stays bound)                     remove + listen
+//!                           socket stays bound;                     remove + listen
+//!                           a renewed certificate
+//!                           too: update_tls)
 //! ```
 //!
 //! Each TCP service port gets a listener per address kind: `clusterIP:port` (`@cluster`, the
@@ -140,6 +142,24 @@ impl Served {
                 Action::Listen(name) => {
                     self.listen(proxy, &desired.listeners[&name], &mut failures)
                         .await;
+                }
+                Action::Renew(name) => {
+                    let wanted = &desired.listeners[&name];
+                    let renewed = listener_config(&wanted.spec).and_then(|config| {
+                        proxy
+                            .update_tls(&name, config.tls)
+                            .and_then(|()| proxy.update(&name, &wanted.endpoints))
+                            .map_err(|e| e.to_string())
+                    });
+                    match renewed {
+                        Ok(()) => {
+                            self.listeners.insert(name, wanted.clone());
+                        }
+                        // The old certificate stays until the Secret holds a usable one.
+                        Err(e) => {
+                            failures.insert(name.clone(), e);
+                        }
+                    }
                 }
                 Action::Update(name) => {
                     let wanted = &desired.listeners[&name];

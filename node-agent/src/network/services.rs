@@ -82,7 +82,9 @@ impl ServiceInterface {
                     }
                     // Made meanwhile by someone else (another agent task): use it.
                     Err(e) if link::errno(&e) == Some(Errno::EEXIST) => {}
-                    Err(e) => return Err(NetworkError::netlink(format!("create {}", self.name))(e)),
+                    Err(e) => {
+                        return Err(NetworkError::netlink(format!("create {}", self.name))(e))
+                    }
                 }
                 link::get(handle, &self.name)
                     .await?
@@ -124,7 +126,10 @@ impl ServiceInterface {
                 .replace()
                 .execute()
                 .await
-                .map_err(NetworkError::netlink(format!("add {ip}/{prefix} to {}", self.name)))?;
+                .map_err(NetworkError::netlink(format!(
+                    "add {ip}/{prefix} to {}",
+                    self.name
+                )))?;
             info!(%ip, interface = self.name, "service address added");
         }
         Ok(())
@@ -175,7 +180,10 @@ impl ServiceInterface {
             .execute()
             .try_collect()
             .await
-            .map_err(NetworkError::netlink(format!("list addresses of {}", self.name)))?;
+            .map_err(NetworkError::netlink(format!(
+                "list addresses of {}",
+                self.name
+            )))?;
         Ok(messages
             .into_iter()
             .filter_map(|message| {
@@ -183,7 +191,8 @@ impl ServiceInterface {
                     AddressAttribute::Local(ip) | AddressAttribute::Address(ip) => Some(*ip),
                     _ => None,
                 })?;
-                let link_local = matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+                let link_local =
+                    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
                 (!link_local).then_some((ip, message))
             })
             .collect())

@@ -52,11 +52,7 @@ pub enum PortTls {
 impl ServiceOptions {
     pub fn of(service: &Service, secrets: &Objects<Secret>, namespace: &str) -> ServiceOptions {
         let empty = BTreeMap::new();
-        let annotations = service
-            .metadata
-            .annotations
-            .as_ref()
-            .unwrap_or(&empty);
+        let annotations = service.metadata.annotations.as_ref().unwrap_or(&empty);
         let get = |key: &str| annotations.get(key).map(|v| v.trim());
         let mut options = ServiceOptions::default();
 

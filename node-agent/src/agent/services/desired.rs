@@ -67,7 +67,12 @@ pub struct TlsPem {
 impl std::fmt::Debug for TlsPem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the key in a log line.
-        write!(f, "TlsPem({}, {} bytes of certificate)", self.secret, self.cert.len())
+        write!(
+            f,
+            "TlsPem({}, {} bytes of certificate)",
+            self.secret,
+            self.cert.len()
+        )
     }
 }
 
@@ -219,7 +224,10 @@ fn service_listeners(
         let endpoints = endpoints_for(port, slices, &mut problem);
         let mut addresses = Vec::new();
         if let Some(ip) = cluster_ip {
-            addresses.push((AddressKind::Cluster, SocketAddr::new(ip, port_number(port.port))));
+            addresses.push((
+                AddressKind::Cluster,
+                SocketAddr::new(ip, port_number(port.port)),
+            ));
         }
         if matches!(service_type, "NodePort" | "LoadBalancer") {
             if let Some(node_port) = port.node_port.filter(|p| *p > 0) {
@@ -319,8 +327,11 @@ fn endpoints_for(
 pub enum Action {
     /// Stop serving the listener (connections in flight finish).
     Remove(String),
-    /// Its configuration changed (mode, address, certificate, ...): remove, then listen again.
+    /// Its configuration changed (mode, address, ...): remove, then listen again.
     Replace(String),
+    /// Only its certificate changed (a renewed Secret): swapped under the bound listener,
+    /// established connections keep theirs; endpoints updated too.
+    Renew(String),
     /// A new listener.
     Listen(String),
     /// Only its endpoints changed: swapped under the bound listener.
@@ -344,7 +355,20 @@ pub fn plan(
         match current.get(name) {
             None => listens.push(Action::Listen(name.clone())),
             Some(served) if served.spec != wanted.spec => {
-                actions.push(Action::Replace(name.clone()))
+                let renewed = served.spec.tls.is_some()
+                    && wanted.spec.tls.is_some()
+                    && ListenerSpec {
+                        tls: None,
+                        ..served.spec.clone()
+                    } == ListenerSpec {
+                        tls: None,
+                        ..wanted.spec.clone()
+                    };
+                if renewed {
+                    updates.push(Action::Renew(name.clone()));
+                } else {
+                    actions.push(Action::Replace(name.clone()));
+                }
             }
             Some(served) if served.endpoints != wanted.endpoints => {
                 updates.push(Action::Update(name.clone()))
@@ -373,7 +397,10 @@ mod tests {
             .iter()
             .map(|v| {
                 let key = (
-                    v["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
+                    v["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
                     v["metadata"]["name"].as_str().unwrap().to_string(),
                 );
                 (key, serde_json::from_value(v.clone()).unwrap())
@@ -386,7 +413,12 @@ mod tests {
                "metadata": {"namespace": "default", "name": name}, "spec": spec})
     }
 
-    fn slice(name: &str, service: &str, ports: serde_json::Value, endpoints: serde_json::Value) -> serde_json::Value {
+    fn slice(
+        name: &str,
+        service: &str,
+        ports: serde_json::Value,
+        endpoints: serde_json::Value,
+    ) -> serde_json::Value {
         json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                "metadata": {"namespace": "default", "name": name,
                             "labels": {SERVICE_NAME_LABEL: service}},
@@ -422,13 +454,22 @@ mod tests {
     #[test]
     fn each_port_gets_a_listener_per_address_kind() {
         let services = [
-            service("web", json!({"clusterIP": "10.96.0.10",
+            service(
+                "web",
+                json!({"clusterIP": "10.96.0.10",
                 "ports": [{"name": "http", "port": 80, "targetPort": 8080},
-                          {"name": "metrics", "port": 9090}]})),
-            service("np", json!({"type": "NodePort", "clusterIP": "10.96.0.11",
-                "ports": [{"port": 80, "nodePort": 30080}]})),
-            service("lb", json!({"type": "LoadBalancer", "clusterIP": "10.96.0.12",
-                "ports": [{"name": "http", "port": 8000, "nodePort": 30081}]})),
+                          {"name": "metrics", "port": 9090}]}),
+            ),
+            service(
+                "np",
+                json!({"type": "NodePort", "clusterIP": "10.96.0.11",
+                "ports": [{"port": 80, "nodePort": 30080}]}),
+            ),
+            service(
+                "lb",
+                json!({"type": "LoadBalancer", "clusterIP": "10.96.0.12",
+                "ports": [{"name": "http", "port": 8000, "nodePort": 30081}]}),
+            ),
         ];
         let desired = desired(&services, &[]);
         let listeners: Vec<(&str, SocketAddr)> = desired
@@ -455,9 +496,10 @@ mod tests {
             Mode::Tcp
         );
         assert_eq!(
-            cluster_ips(&desired.listeners).into_iter().collect::<Vec<_>>(),
-            ["10.96.0.10", "10.96.0.11", "10.96.0.12"]
-                .map(|ip| ip.parse::<IpAddr>().unwrap())
+            cluster_ips(&desired.listeners)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["10.96.0.10", "10.96.0.11", "10.96.0.12"].map(|ip| ip.parse::<IpAddr>().unwrap())
         );
         assert!(desired.problems.is_empty(), "{:?}", desired.problems);
     }
@@ -465,11 +507,23 @@ mod tests {
     #[test]
     fn headless_external_name_and_unallocated_services_get_no_cluster_listener() {
         let services = [
-            service("headless", json!({"clusterIP": "None", "ports": [{"port": 80}]})),
-            service("ext", json!({"type": "ExternalName", "externalName": "example.org"})),
-            service("new", json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30000}]})),
-            service("udp", json!({"clusterIP": "10.96.0.20",
-                "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]})),
+            service(
+                "headless",
+                json!({"clusterIP": "None", "ports": [{"port": 80}]}),
+            ),
+            service(
+                "ext",
+                json!({"type": "ExternalName", "externalName": "example.org"}),
+            ),
+            service(
+                "new",
+                json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30000}]}),
+            ),
+            service(
+                "udp",
+                json!({"clusterIP": "10.96.0.20",
+                "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}),
+            ),
         ];
         let desired = desired(&services, &[]);
         assert_eq!(
@@ -484,24 +538,40 @@ mod tests {
 
     #[test]
     fn endpoints_come_from_the_slices_port_of_the_same_name() {
-        let services = [service("web", json!({"clusterIP": "10.96.0.10",
+        let services = [service(
+            "web",
+            json!({"clusterIP": "10.96.0.10",
             "ports": [{"name": "http", "port": 80, "targetPort": "web"},
-                      {"name": "admin", "port": 81}]}))];
+                      {"name": "admin", "port": 81}]}),
+        )];
         let slices = [
             // Pods whose named port resolves to 8080...
-            slice("web-a", "web",
+            slice(
+                "web-a",
+                "web",
                 json!([{"name": "http", "port": 8080, "protocol": "TCP"},
                        {"name": "admin", "port": 9000}]),
-                json!([endpoint("10.244.1.2", true, true, false),
-                       endpoint("10.244.1.3", false, true, true),
-                       endpoint("10.244.1.4", false, false, false),
-                       endpoint("10.244.1.5", false, false, true)])),
+                json!([
+                    endpoint("10.244.1.2", true, true, false),
+                    endpoint("10.244.1.3", false, true, true),
+                    endpoint("10.244.1.4", false, false, false),
+                    endpoint("10.244.1.5", false, false, true)
+                ]),
+            ),
             // ... and others to 8081, in a slice of their own.
-            slice("web-b", "web", json!([{"name": "http", "port": 8081}]),
+            slice(
+                "web-b",
+                "web",
+                json!([{"name": "http", "port": 8081}]),
                 json!([endpoint("10.244.2.2", true, true, false),
-                       {"addresses": ["10.244.2.3"]}])),
-            slice("other", "other", json!([{"name": "http", "port": 1}]),
-                json!([endpoint("10.244.3.2", true, true, false)])),
+                       {"addresses": ["10.244.2.3"]}]),
+            ),
+            slice(
+                "other",
+                "other",
+                json!([{"name": "http", "port": 1}]),
+                json!([endpoint("10.244.3.2", true, true, false)]),
+            ),
         ];
         let desired = desired(&services, &slices);
         let http = &desired.listeners["default/web:http@cluster"].endpoints;
@@ -509,7 +579,10 @@ mod tests {
             http,
             &[
                 EndpointSpec::ready(addr("10.244.1.2:8080")),
-                EndpointSpec { addr: addr("10.244.1.3:8080"), terminating: true },
+                EndpointSpec {
+                    addr: addr("10.244.1.3:8080"),
+                    terminating: true
+                },
                 EndpointSpec::ready(addr("10.244.2.2:8081")),
                 // No conditions at all: ready, as discovery.k8s.io/v1 says.
                 EndpointSpec::ready(addr("10.244.2.3:8081")),
@@ -520,17 +593,27 @@ mod tests {
             admin,
             &[
                 EndpointSpec::ready(addr("10.244.1.2:9000")),
-                EndpointSpec { addr: addr("10.244.1.3:9000"), terminating: true },
+                EndpointSpec {
+                    addr: addr("10.244.1.3:9000"),
+                    terminating: true
+                },
             ]
         );
     }
 
     #[test]
     fn an_unnamed_port_matches_the_unnamed_slice_port() {
-        let services = [service("db", json!({"clusterIP": "10.96.0.30",
-            "ports": [{"port": 5432}]}))];
-        let slices = [slice("db-x", "db", json!([{"port": 5433}]),
-            json!([endpoint("10.244.1.9", true, true, false)]))];
+        let services = [service(
+            "db",
+            json!({"clusterIP": "10.96.0.30",
+            "ports": [{"port": 5432}]}),
+        )];
+        let slices = [slice(
+            "db-x",
+            "db",
+            json!([{"port": 5433}]),
+            json!([endpoint("10.244.1.9", true, true, false)]),
+        )];
         let desired = desired(&services, &slices);
         assert_eq!(
             desired.listeners["default/db:5432@cluster"].endpoints,
@@ -540,13 +623,24 @@ mod tests {
 
     #[test]
     fn an_address_in_two_slices_is_ready_if_one_says_so() {
-        let services = [service("web", json!({"clusterIP": "10.96.0.10",
-            "ports": [{"name": "http", "port": 80}]}))];
+        let services = [service(
+            "web",
+            json!({"clusterIP": "10.96.0.10",
+            "ports": [{"name": "http", "port": 80}]}),
+        )];
         let slices = [
-            slice("web-a", "web", json!([{"name": "http", "port": 8080}]),
-                json!([endpoint("10.244.1.2", false, true, true)])),
-            slice("web-b", "web", json!([{"name": "http", "port": 8080}]),
-                json!([endpoint("10.244.1.2", true, true, false)])),
+            slice(
+                "web-a",
+                "web",
+                json!([{"name": "http", "port": 8080}]),
+                json!([endpoint("10.244.1.2", false, true, true)]),
+            ),
+            slice(
+                "web-b",
+                "web",
+                json!([{"name": "http", "port": 8080}]),
+                json!([endpoint("10.244.1.2", true, true, false)]),
+            ),
         ];
         let desired = desired(&services, &slices);
         assert_eq!(
@@ -557,11 +651,20 @@ mod tests {
 
     #[test]
     fn annotations_and_session_affinity_choose_the_balancer() {
-        let mut rr = service("rr", json!({"clusterIP": "10.96.0.1", "ports": [{"port": 80}]}));
+        let mut rr = service(
+            "rr",
+            json!({"clusterIP": "10.96.0.1", "ports": [{"port": 80}]}),
+        );
         rr["metadata"]["annotations"] = json!({"service.berth.dev/load-balancer": "round-robin"});
-        let sticky = service("sticky", json!({"clusterIP": "10.96.0.2",
-            "sessionAffinity": "ClientIP", "ports": [{"port": 80}]}));
-        let mut bad = service("bad", json!({"clusterIP": "10.96.0.3", "ports": [{"port": 80}]}));
+        let sticky = service(
+            "sticky",
+            json!({"clusterIP": "10.96.0.2",
+            "sessionAffinity": "ClientIP", "ports": [{"port": 80}]}),
+        );
+        let mut bad = service(
+            "bad",
+            json!({"clusterIP": "10.96.0.3", "ports": [{"port": 80}]}),
+        );
         bad["metadata"]["annotations"] = json!({"service.berth.dev/load-balancer": "random"});
         let desired = desired(&[rr, sticky, bad], &[]);
         let balancer = |name: &str| desired.listeners[name].spec.balancer;
@@ -574,22 +677,37 @@ mod tests {
 
     #[test]
     fn health_check_annotations() {
-        let mut http = service("h", json!({"clusterIP": "10.96.0.1", "ports": [{"port": 80}]}));
+        let mut http = service(
+            "h",
+            json!({"clusterIP": "10.96.0.1", "ports": [{"port": 80}]}),
+        );
         http["metadata"]["annotations"] = json!({
             "service.berth.dev/health-check-path": "/healthz",
             "service.berth.dev/health-check-interval": "2s"});
-        let mut tcp = service("t", json!({"clusterIP": "10.96.0.2", "ports": [{"port": 80}]}));
+        let mut tcp = service(
+            "t",
+            json!({"clusterIP": "10.96.0.2", "ports": [{"port": 80}]}),
+        );
         tcp["metadata"]["annotations"] = json!({"service.berth.dev/health-check": "tcp"});
-        let none = service("n", json!({"clusterIP": "10.96.0.3", "ports": [{"port": 80}]}));
+        let none = service(
+            "n",
+            json!({"clusterIP": "10.96.0.3", "ports": [{"port": 80}]}),
+        );
         let desired = desired(&[http, tcp, none], &[]);
         let check = |name: &str| desired.listeners[name].spec.health_check.clone();
         assert_eq!(
             check("default/h:80@cluster"),
-            Some(HealthCheck { path: Some("/healthz".into()), interval_ms: Some(2000) })
+            Some(HealthCheck {
+                path: Some("/healthz".into()),
+                interval_ms: Some(2000)
+            })
         );
         assert_eq!(
             check("default/t:80@cluster"),
-            Some(HealthCheck { path: None, interval_ms: None })
+            Some(HealthCheck {
+                path: None,
+                interval_ms: None
+            })
         );
         assert_eq!(check("default/n:80@cluster"), None);
     }
@@ -603,18 +721,33 @@ mod tests {
 
     #[test]
     fn tls_ports_terminate_with_the_secrets_certificate() {
-        let mut web = service("web", json!({"clusterIP": "10.96.0.1",
+        let mut web = service(
+            "web",
+            json!({"clusterIP": "10.96.0.1",
             "ports": [{"name": "https", "port": 443}, {"name": "http", "port": 80},
-                      {"name": "alt", "port": 8443}]}));
+                      {"name": "alt", "port": 8443}]}),
+        );
         web["metadata"]["annotations"] = json!({"service.berth.dev/tls-secret": "web-tls"});
         let desired = desired_with(&[web.clone()], &[], &[tls_secret("web-tls")]);
         let https = &desired.listeners["default/web:https@cluster"].spec;
         let pem = https.tls.as_ref().expect("TLS on the port named https");
-        assert_eq!((pem.cert.as_slice(), pem.key.as_slice()), (&b"cert"[..], &b"key"[..]));
+        assert_eq!(
+            (pem.cert.as_slice(), pem.key.as_slice()),
+            (&b"cert"[..], &b"key"[..])
+        );
         // TLS is terminated: HTTP behind it.
-        assert_eq!((https.mode, https.upstream), (Mode::Http, UpstreamProtocol::Http1));
-        assert!(desired.listeners["default/web:http@cluster"].spec.tls.is_none());
-        assert!(desired.listeners["default/web:alt@cluster"].spec.tls.is_none());
+        assert_eq!(
+            (https.mode, https.upstream),
+            (Mode::Http, UpstreamProtocol::Http1)
+        );
+        assert!(desired.listeners["default/web:http@cluster"]
+            .spec
+            .tls
+            .is_none());
+        assert!(desired.listeners["default/web:alt@cluster"]
+            .spec
+            .tls
+            .is_none());
 
         // tls-ports by name and number instead of the default.
         web["metadata"]["annotations"]["service.berth.dev/tls-ports"] = json!("http, 8443");
@@ -634,8 +767,11 @@ mod tests {
 
     #[test]
     fn https_ports_without_a_tls_secret_pass_through() {
-        let web = service("web", json!({"clusterIP": "10.96.0.1",
-            "ports": [{"name": "https", "port": 443}]}));
+        let web = service(
+            "web",
+            json!({"clusterIP": "10.96.0.1",
+            "ports": [{"name": "https", "port": 443}]}),
+        );
         let desired = desired(&[web], &[]);
         let https = &desired.listeners["default/web:https@cluster"].spec;
         assert_eq!((https.mode, https.tls.is_some()), (Mode::Tcp, false));
@@ -652,7 +788,10 @@ mod tests {
             tls: None,
             health_check: None,
         };
-        let endpoints = endpoints.iter().map(|e| EndpointSpec::ready(addr(e))).collect();
+        let endpoints = endpoints
+            .iter()
+            .map(|e| EndpointSpec::ready(addr(e)))
+            .collect();
         (name.to_string(), DesiredListener { spec, endpoints })
     }
 
@@ -682,5 +821,27 @@ mod tests {
             ]
         );
         assert!(plan(&desired, &desired).is_empty());
+    }
+
+    #[test]
+    fn a_new_certificate_is_swapped_in_and_turning_tls_on_replaces() {
+        let pem = |cert: &str| TlsPem {
+            secret: "default/web-tls".into(),
+            cert: cert.as_bytes().to_vec(),
+            key: b"key".to_vec(),
+        };
+        let with_tls = |cert: Option<&str>| {
+            let (name, mut listener) = listener("web", 443, &[]);
+            listener.spec.tls = cert.map(pem);
+            BTreeMap::from([(name, listener)])
+        };
+        assert_eq!(
+            plan(&with_tls(Some("old")), &with_tls(Some("new"))),
+            [Action::Renew("web".into())]
+        );
+        assert_eq!(
+            plan(&with_tls(None), &with_tls(Some("new"))),
+            [Action::Replace("web".into())]
+        );
     }
 }
