@@ -11,7 +11,8 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct Args {
     /// YAML file: `admin: ADDR` (optional) and `listeners:` with name, listen, mode
-    /// (tcp|http), balancer (peak-ewma|round-robin|client-ip) and endpoints.
+    /// (tcp|http), balancer (peak-ewma|round-robin|client-ip), endpoints, and optionally
+    /// `tls: {certFile, keyFile}` and `healthCheck: {path, intervalMs, ...}`.
     #[arg(long)]
     config: PathBuf,
     /// Where to serve /metrics (overrides the file's `admin`).
