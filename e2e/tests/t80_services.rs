@@ -201,7 +201,8 @@ impl Services {
         let output = self.cluster.network.hosts[0]
             .command(&berth_binary())
             .args(["--server", &self.cluster.addr(0), "exec", pod, "--"])
-            .args(["wget", "-qO-", "-T", "5", url])
+            // No -T: Debian's static busybox wget crashes with it.
+            .args(["wget", "-qO-", url])
             .stdin(std::process::Stdio::null())
             .output()
             .expect("run berth exec");

@@ -231,7 +231,11 @@ async fn demo(server: &str, data_dir: &std::path::Path, node_ip: std::net::IpAdd
     };
     let urls = service_urls(&service, node_ip);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !answers(&urls).await && Instant::now() < deadline {
+    while !answers(&urls).await {
+        if Instant::now() > deadline {
+            say("The demo Service does not answer yet: see `berth describe service demo`.");
+            return Ok(());
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     say("The demo Service balances requests across them, from this machine and from every pod:");
