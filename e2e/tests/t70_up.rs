@@ -171,6 +171,7 @@ fn assert_nothing_left(network: &Network, data_dir: &Path, uids: &[String]) {
             && left_mounts.is_empty()
             && left_cgroups.is_empty()
             && !links.contains("berth0")
+            && !links.contains("berth-svc")
             && !links.contains("veth"),
         "left behind: processes {left_processes:?}, mounts {left_mounts:?}, cgroups \
          {left_cgroups:?}, links {links}"

@@ -93,7 +93,7 @@ spec:
 
 /// One member on host 0, agents `node-1` and `node-2` on hosts 1 and 2, busybox pushed.
 struct Services {
-    _agents: Vec<Agent>,
+    agents: Vec<Agent>,
     cluster: Cluster,
 }
 
@@ -104,10 +104,7 @@ fn services() -> Services {
     let agents = (1..=2)
         .map(|i| Agent::start(&cluster, i, &format!("node-{i}")))
         .collect();
-    Services {
-        _agents: agents,
-        cluster,
-    }
+    Services { agents, cluster }
 }
 
 impl Services {
@@ -289,7 +286,7 @@ fn pages(count: usize, mut request: impl FnMut() -> Result<String, String>) -> V
 
 #[test]
 fn t10_cluster_ip_node_port_load_balancer_and_readiness() {
-    let s = services();
+    let mut s = services();
     s.apply(&web(2, "v1"));
     s.apply(&web_service("web", "NodePort", ""));
     s.apply(&client_pod("client-1", "node-1"));
@@ -400,6 +397,48 @@ fn t10_cluster_ip_node_port_load_balancer_and_readiness() {
             "LoadBalancer {addr} did not answer with a backend"
         );
     }
+
+    // An agent killed and restarted serves the same again, over the same routes and VIPs.
+    s.agents[0].kill();
+    let cluster = &s.cluster;
+    s.agents[0].restart(cluster);
+    let lb_1 = SocketAddr::from((s.node_ip(1), 80));
+    for addr in [node_port_1, lb_1] {
+        let answered = eventually(Duration::from_secs(30), || {
+            http_get(&s.cluster.network.hosts[0], addr).is_ok_and(|p| backends.contains(&p))
+        });
+        assert!(answered, "{addr} not served after the agent's restart");
+    }
+    let page = s.wget_in("client-1", &url).unwrap();
+    assert!(backends.contains(&page), "{page}");
+    let ip = |args: &[&str]| {
+        let output = std::process::Command::new("ip")
+            .args(["-n", &s.cluster.network.hosts[1].netns])
+            .args(args)
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let routes = ip(&["route", "show", "proto", "98"]);
+    assert_eq!(routes.lines().count(), 1, "{routes}");
+    assert!(
+        routes.contains(&format!("via {}", s.node_ip(2))),
+        "{routes}"
+    );
+    let addresses = ip(&["-4", "-o", "addr", "show", "dev", "berth-svc"]);
+    let vips: Vec<&str> = addresses
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    let lb_vip = lb["spec"]["clusterIP"].as_str().unwrap();
+    assert_eq!(
+        vips.iter().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            format!("{vip}/32").as_str(),
+            format!("{lb_vip}/32").as_str()
+        ]),
+        "{addresses}"
+    );
 }
 
 #[test]

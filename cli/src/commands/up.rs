@@ -240,7 +240,11 @@ async fn demo(server: &str, data_dir: &std::path::Path, node_ip: std::net::IpAdd
     }
     say("The demo Service balances requests across them, from this machine and from every pod:");
     for (what, addr) in urls {
-        say(&format!("demo: http://{addr}/ ({what})"));
+        let host = match addr.port() {
+            80 => addr.ip().to_string(),
+            _ => addr.to_string(),
+        };
+        say(&format!("demo: http://{host}/ ({what})"));
     }
     Ok(())
 }

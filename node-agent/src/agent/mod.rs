@@ -5,6 +5,8 @@
 //!        ▲                                                                  (pod.rs: network,
 //!        └──── UpdateStatus (batched, changed only) ◀── status reporter ◀──  containers, probes,
 //!                                                                            restarts)
+//!        ├── list + watch Services, EndpointSlices, Secrets ──▶ services.rs: the node's proxy
+//!        └── list + watch Nodes ──▶ routes.rs: routes to the other nodes' pod subnets
 //! ```
 //!
 //! The agent keeps no state the cluster needs: after a restart (even SIGKILL) it finds its
