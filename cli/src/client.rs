@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use berth_proto::pb::api_client::ApiClient;
+use berth_proto::pb::{WatchEvent, WatchRequest};
 use berth_proto::{Kind, ObjectKey, Resource};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -106,6 +107,73 @@ pub fn member_unavailable(status: &tonic::Status) -> bool {
         status.code(),
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
     )
+}
+
+/// What a watch followed by [`follow_watch`] delivers.
+pub enum Watched {
+    Event(WatchEvent),
+    /// The server no longer has the history from the revision asked for: relist.
+    Expired,
+}
+
+/// What [`follow_watch`] does after a step.
+pub enum Next<T> {
+    Continue,
+    /// Relisted (after [`Watched::Expired`]) at this revision: watch on from there.
+    Relisted(u64),
+    Done(T),
+}
+
+/// Watches as `request` asks, handing every change to `step` until it says it is done. A
+/// stream the server ends (it restarted, say) is picked up again from the last revision
+/// seen, through whichever of the `server` members answers.
+pub async fn follow_watch<T>(
+    server: Option<String>,
+    api: &mut ApiClient<Channel>,
+    mut request: WatchRequest,
+    mut step: impl AsyncFnMut(&mut ApiClient<Channel>, Watched) -> Result<Next<T>>,
+) -> Result<T> {
+    use futures::StreamExt;
+    loop {
+        let mut stream = match api.watch(request.clone()).await {
+            Ok(stream) => stream.into_inner(),
+            Err(status) if member_unavailable(&status) => {
+                reconnect(&server, api).await?;
+                continue;
+            }
+            Err(status) => return Err(server_error(status)),
+        };
+        while let Some(item) = stream.next().await {
+            let next = match item {
+                Ok(event) => {
+                    request.from_revision = event.revision;
+                    step(api, Watched::Event(event)).await?
+                }
+                Err(status) if status.code() == tonic::Code::OutOfRange => {
+                    step(api, Watched::Expired).await?
+                }
+                Err(status) if member_unavailable(&status) => {
+                    reconnect(&server, api).await?;
+                    break;
+                }
+                Err(status) => return Err(server_error(status)),
+            };
+            match next {
+                Next::Continue => {}
+                Next::Relisted(revision) => {
+                    request.from_revision = revision;
+                    break;
+                }
+                Next::Done(value) => return Ok(value),
+            }
+        }
+    }
+}
+
+async fn reconnect(server: &Option<String>, api: &mut ApiClient<Channel>) -> Result<()> {
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    *api = connect(server.clone()).await?;
+    Ok(())
 }
 
 /// A server error as one line, like kubectl's "Error from server (NotFound): ...".

@@ -116,6 +116,13 @@ struct Identity {
     left: bool,
 }
 
+impl Identity {
+    fn write(&self, path: &Path) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).expect("identity serialises");
+        write_durably(path, &bytes)
+    }
+}
+
 /// How a member that leaves the cluster (the `Leave` call) records it and tells its owner.
 #[derive(Clone)]
 pub(crate) struct Departure {
@@ -132,8 +139,7 @@ impl Departure {
             left: true,
             ..self.identity.clone()
         };
-        let bytes = serde_json::to_vec_pretty(&identity).expect("identity serialises");
-        write_durably(&self.identity_path, &bytes)?;
+        identity.write(&self.identity_path)?;
         self.departed.send_replace(true);
         Ok(())
     }
@@ -342,24 +348,17 @@ impl Member {
                 .client_write(command.into())
                 .await
                 .map_err(|e| MemberError::Raft(e.to_string()))?;
-            // Written last: a data dir with an identity is a bootstrapped member.
-            let identity = serde_json::to_vec_pretty(&Identity {
-                id,
-                addr,
-                left: false,
-            })
-            .expect("identity serialises");
-            write_durably(&identity_path, &identity)
-                .map_err(|e| data_dir_error(&identity_path, e))?;
         }
-        if !config.init && existing.as_ref().map(|i| i.addr) != Some(addr) {
-            let identity = serde_json::to_vec_pretty(&Identity {
+        // Written last: a data dir with an identity is a bootstrapped member. A restart on
+        // another address records the new one.
+        if config.init || existing.as_ref().map(|i| i.addr) != Some(addr) {
+            let identity = Identity {
                 id,
                 addr,
                 left: false,
-            })
-            .expect("identity serialises");
-            write_durably(&identity_path, &identity)
+            };
+            identity
+                .write(&identity_path)
                 .map_err(|e| data_dir_error(&identity_path, e))?;
         }
         tokio::spawn(crate::membership::run_promoter(member.raft.clone()));

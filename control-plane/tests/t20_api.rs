@@ -1,33 +1,23 @@
 //! The API against a real one-member Raft cluster in this process (in a network namespace of
 //! the test's own).
 
+mod common;
+
 use berth_control_plane::{Member, MemberConfig};
-use berth_proto::pb::api_client::ApiClient;
 use berth_proto::pb::{self, ApplyOutcome};
+use common::{apply, delete, get, list, object_of, try_apply, Api};
 use serde_json::{json, Value};
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 use tonic::Code;
 
 struct Fixture {
     member: Option<Member>,
-    api: ApiClient<Channel>,
+    api: Api,
     dir: tempfile::TempDir,
 }
 
 async fn start(configure: impl FnOnce(&mut MemberConfig)) -> Fixture {
-    berth_e2e::isolate_network();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = MemberConfig::new(dir.path().join("member"));
-    config.init = true;
-    config.listen = Some("127.0.0.1:0".parse().unwrap());
-    configure(&mut config);
-    let member = Member::start(config).await.expect("member starts");
-    let api = ApiClient::new(
-        berth_proto::transport::connect(&member.addr.to_string())
-            .await
-            .unwrap(),
-    );
+    let (member, api, dir) = common::start(configure).await;
     Fixture {
         member: Some(member),
         api,
@@ -38,20 +28,8 @@ async fn start(configure: impl FnOnce(&mut MemberConfig)) -> Fixture {
 impl Fixture {
     async fn restart(&mut self) {
         let member = self.member.take().unwrap();
-        let addr = member.addr;
-        member.shutdown().await;
-        let mut config = MemberConfig::new(self.dir.path().join("member"));
-        config.listen = Some(addr);
-        let member = Member::start(config).await.expect("member restarts");
-        member
-            .wait_for_leader(std::time::Duration::from_secs(10))
-            .await
-            .unwrap();
-        self.api = ApiClient::new(
-            berth_proto::transport::connect(&addr.to_string())
-                .await
-                .unwrap(),
-        );
+        let member = common::restart(member, self.dir.path()).await;
+        self.api = common::connect(&member).await;
         self.member = Some(member);
     }
 }
@@ -60,22 +38,7 @@ fn config_map(name: &str, value: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"key": value}})
 }
 
-async fn apply(
-    api: &mut ApiClient<Channel>,
-    object: &Value,
-) -> Result<pb::ApplyResponse, tonic::Status> {
-    let request = pb::ApplyRequest {
-        object: serde_json::to_vec(object).unwrap(),
-        dry_run: false,
-    };
-    api.apply(request).await.map(|r| r.into_inner())
-}
-
-fn object_of(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap()
-}
-
-async fn revision(api: &mut ApiClient<Channel>) -> u64 {
+async fn revision(api: &mut Api) -> u64 {
     api.cluster(pb::ClusterRequest {})
         .await
         .unwrap()
@@ -83,47 +46,27 @@ async fn revision(api: &mut ApiClient<Channel>) -> u64 {
         .revision
 }
 
-fn cm_ref(name: &str) -> Option<pb::ObjectRef> {
-    Some(pb::ObjectRef {
-        kind: "ConfigMap".into(),
-        namespace: "default".into(),
-        name: name.into(),
-    })
-}
-
 #[tokio::test]
 async fn t10_read_after_write_sees_it() {
     let mut f = start(|_| {}).await;
     for i in 0..20 {
-        apply(&mut f.api, &config_map("c", &i.to_string()))
-            .await
-            .unwrap();
-        let got = f
-            .api
-            .get(pb::GetRequest {
-                object: cm_ref("c"),
-                stale_ok: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(object_of(&got.object)["data"]["key"], i.to_string());
+        apply(&mut f.api, &config_map("c", &i.to_string())).await;
+        let got = get(&mut f.api, "ConfigMap", "default", "c").await.unwrap();
+        assert_eq!(got["data"]["key"], i.to_string());
     }
 }
 
 #[tokio::test]
 async fn t20_same_resource_version_one_wins_one_conflicts() {
     let mut f = start(|_| {}).await;
-    let created = apply(&mut f.api, &config_map("shared", "v0"))
-        .await
-        .unwrap();
-    let rv = object_of(&created.object)["metadata"]["resourceVersion"].clone();
+    let created = apply(&mut f.api, &config_map("shared", "v0")).await;
+    let rv = created["metadata"]["resourceVersion"].clone();
     let mut a = config_map("shared", "from-a");
     a["metadata"]["resourceVersion"] = rv.clone();
     let mut b = config_map("shared", "from-b");
     b["metadata"]["resourceVersion"] = rv;
     let (mut api_a, mut api_b) = (f.api.clone(), f.api.clone());
-    let (ra, rb) = tokio::join!(apply(&mut api_a, &a), apply(&mut api_b, &b));
+    let (ra, rb) = tokio::join!(try_apply(&mut api_a, &a), try_apply(&mut api_b, &b));
     let results = [ra, rb];
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let conflicts: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
@@ -147,7 +90,7 @@ async fn t25_concurrent_writes_each_get_their_own_result() {
         let mut api = f.api.clone();
         tasks.push(tokio::spawn(async move {
             let name = format!("c{i}");
-            let response = apply(&mut api, &config_map(&name, &i.to_string()))
+            let response = try_apply(&mut api, &config_map(&name, &i.to_string()))
                 .await
                 .unwrap();
             (name, response)
@@ -176,16 +119,19 @@ async fn t30_invalid_objects_are_refused_and_nothing_is_stored() {
     let bad_name =
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Bad_Name"}});
     assert_eq!(
-        apply(&mut f.api, &bad_name).await.unwrap_err().code(),
+        try_apply(&mut f.api, &bad_name).await.unwrap_err().code(),
         Code::InvalidArgument
     );
     let unknown_kind = json!({"apiVersion": "v1", "kind": "Widget", "metadata": {"name": "w"}});
     assert_eq!(
-        apply(&mut f.api, &unknown_kind).await.unwrap_err().code(),
+        try_apply(&mut f.api, &unknown_kind)
+            .await
+            .unwrap_err()
+            .code(),
         Code::InvalidArgument
     );
     let no_namespace = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "nope"}});
-    let error = apply(&mut f.api, &no_namespace).await.unwrap_err();
+    let error = try_apply(&mut f.api, &no_namespace).await.unwrap_err();
     assert_eq!(error.code(), Code::NotFound);
     assert!(
         error.message().contains("namespace \"nope\" not found"),
@@ -204,15 +150,15 @@ async fn t40_apply_reports_created_configured_unchanged() {
     let mut f = start(|_| {}).await;
     let outcome = |r: pb::ApplyResponse| r.outcome();
     assert_eq!(
-        outcome(apply(&mut f.api, &config_map("c", "1")).await.unwrap()),
+        outcome(try_apply(&mut f.api, &config_map("c", "1")).await.unwrap()),
         ApplyOutcome::Created
     );
     assert_eq!(
-        outcome(apply(&mut f.api, &config_map("c", "1")).await.unwrap()),
+        outcome(try_apply(&mut f.api, &config_map("c", "1")).await.unwrap()),
         ApplyOutcome::Unchanged
     );
     assert_eq!(
-        outcome(apply(&mut f.api, &config_map("c", "2")).await.unwrap()),
+        outcome(try_apply(&mut f.api, &config_map("c", "2")).await.unwrap()),
         ApplyOutcome::Configured
     );
     let dry = pb::ApplyRequest {
@@ -232,9 +178,7 @@ async fn t50_watch_replays_from_a_revision_then_follows() {
     let mut f = start(|_| {}).await;
     let from = revision(&mut f.api).await;
     for i in 0..3 {
-        apply(&mut f.api, &config_map(&format!("c{i}"), "x"))
-            .await
-            .unwrap();
+        apply(&mut f.api, &config_map(&format!("c{i}"), "x")).await;
     }
     let request = pb::WatchRequest {
         kind: "cm".into(),
@@ -255,11 +199,7 @@ async fn t50_watch_replays_from_a_revision_then_follows() {
         );
     }
     assert_eq!(names, ["c0", "c1", "c2"]);
-    let delete = pb::DeleteRequest {
-        object: cm_ref("c1"),
-        resource_version: 0,
-    };
-    f.api.delete(delete).await.unwrap();
+    delete(&mut f.api, "ConfigMap", "default", "c1").await;
     let event = stream.next().await.unwrap().unwrap();
     assert_eq!(event.r#type(), pb::EventType::Deleted);
     assert_eq!(object_of(&event.object)["metadata"]["name"], "c1");
@@ -270,9 +210,7 @@ async fn t60_watch_from_a_revision_no_longer_retained_is_expired() {
     let mut f = start(|c| c.watch_history = 5).await;
     let from = revision(&mut f.api).await;
     for i in 0..10 {
-        apply(&mut f.api, &config_map("c", &i.to_string()))
-            .await
-            .unwrap();
+        apply(&mut f.api, &config_map("c", &i.to_string())).await;
     }
     let request = pb::WatchRequest {
         kind: "cm".into(),
@@ -296,9 +234,7 @@ async fn t60_watch_from_a_revision_no_longer_retained_is_expired() {
 async fn t70_snapshots_compact_the_log_and_restart_restores_everything() {
     let mut f = start(|c| c.snapshot_threshold = 10).await;
     for i in 0..40 {
-        apply(&mut f.api, &config_map(&format!("c{i}"), "x"))
-            .await
-            .unwrap();
+        apply(&mut f.api, &config_map(&format!("c{i}"), "x")).await;
     }
     let raft = f.member.as_ref().unwrap().raft.clone();
     let metrics = raft
@@ -313,16 +249,7 @@ async fn t70_snapshots_compact_the_log_and_restart_restores_everything() {
     let before = revision(&mut f.api).await;
     f.restart().await;
     assert_eq!(revision(&mut f.api).await, before);
-    let list = pb::ListRequest {
-        kind: "ConfigMap".into(),
-        namespace: "default".into(),
-        label_selector: String::new(),
-        stale_ok: false,
-    };
-    assert_eq!(
-        f.api.list(list).await.unwrap().into_inner().objects.len(),
-        40
-    );
+    assert_eq!(list(&mut f.api, "ConfigMap", "default").await.len(), 40);
 }
 
 #[tokio::test]
@@ -331,7 +258,7 @@ async fn t80_label_selectors_filter_lists() {
     for (name, tier) in [("a", "front"), ("b", "back"), ("c", "front")] {
         let mut cm = config_map(name, "x");
         cm["metadata"]["labels"] = json!({"tier": tier});
-        apply(&mut f.api, &cm).await.unwrap();
+        apply(&mut f.api, &cm).await;
     }
     let list = pb::ListRequest {
         kind: "cm".into(),
@@ -359,35 +286,10 @@ async fn t90_deleting_a_namespace_deletes_its_objects() {
         &mut f.api,
         &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}),
     )
-    .await
-    .unwrap();
+    .await;
     let mut cm = config_map("c", "x");
     cm["metadata"]["namespace"] = json!("team");
-    apply(&mut f.api, &cm).await.unwrap();
-    let ns = pb::ObjectRef {
-        kind: "Namespace".into(),
-        namespace: String::new(),
-        name: "team".into(),
-    };
-    f.api
-        .delete(pb::DeleteRequest {
-            object: Some(ns),
-            resource_version: 0,
-        })
-        .await
-        .unwrap();
-    let gone = pb::ObjectRef {
-        kind: "ConfigMap".into(),
-        namespace: "team".into(),
-        name: "c".into(),
-    };
-    let error = f
-        .api
-        .get(pb::GetRequest {
-            object: Some(gone),
-            stale_ok: false,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(error.code(), Code::NotFound);
+    apply(&mut f.api, &cm).await;
+    delete(&mut f.api, "Namespace", "", "team").await;
+    assert_eq!(get(&mut f.api, "ConfigMap", "team", "c").await, None);
 }

@@ -2,70 +2,21 @@
 //! network namespace of the test's own): a node whose heartbeats stop becomes NotReady, its
 //! pods are evicted, and it is Ready again once heard.
 
+mod common;
+
 use berth_control_plane::nodes::LifecycleConfig;
-use berth_control_plane::{Member, MemberConfig};
 use berth_proto::pb;
-use berth_proto::pb::api_client::ApiClient;
+use common::{apply, get, register_node, Api};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 const GRACE: Duration = Duration::from_millis(600);
 const TOLERATION: Duration = Duration::from_millis(400);
 /// How often the test's "agent" beats.
 const BEAT: Duration = Duration::from_millis(100);
 
-async fn start() -> (Member, ApiClient<Channel>, tempfile::TempDir) {
-    berth_e2e::isolate_network();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = MemberConfig::new(dir.path().join("member"));
-    config.init = true;
-    config.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.node_lifecycle = LifecycleConfig {
-        grace: GRACE,
-        eviction_toleration: TOLERATION,
-    };
-    let member = Member::start(config).await.expect("member starts");
-    let api = ApiClient::new(
-        berth_proto::transport::connect(&member.addr.to_string())
-            .await
-            .unwrap(),
-    );
-    (member, api, dir)
-}
-
-async fn apply(api: &mut ApiClient<Channel>, object: Value) {
-    api.apply(pb::ApplyRequest {
-        object: serde_json::to_vec(&object).unwrap(),
-        dry_run: false,
-    })
-    .await
-    .expect("applied");
-}
-
-async fn get(
-    api: &mut ApiClient<Channel>,
-    kind: &str,
-    namespace: &str,
-    name: &str,
-) -> Option<Value> {
-    let request = pb::GetRequest {
-        object: Some(pb::ObjectRef {
-            kind: kind.into(),
-            namespace: namespace.into(),
-            name: name.into(),
-        }),
-        stale_ok: false,
-    };
-    match api.get(request).await {
-        Ok(response) => Some(serde_json::from_slice(&response.into_inner().object).unwrap()),
-        Err(status) if status.code() == tonic::Code::NotFound => None,
-        Err(status) => panic!("get {kind}/{name}: {status}"),
-    }
-}
-
 /// The node's Ready condition as (status, reason).
-async fn node_ready(api: &mut ApiClient<Channel>) -> (String, String) {
+async fn node_ready(api: &mut Api) -> (String, String) {
     let node = get(api, "Node", "", "node-1")
         .await
         .expect("the node exists");
@@ -79,38 +30,8 @@ async fn node_ready(api: &mut ApiClient<Channel>) -> (String, String) {
     (text("status"), text("reason"))
 }
 
-/// Registers node-1 Ready, the way its agent does.
-async fn register_node(api: &mut ApiClient<Channel>) {
-    apply(
-        api,
-        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}, "spec": {}}),
-    )
-    .await;
-    let status = json!({
-        "allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"},
-        "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady"}],
-    });
-    let response = api
-        .update_status(pb::UpdateStatusRequest {
-            updates: vec![pb::StatusUpdate {
-                object: Some(pb::ObjectRef {
-                    kind: "Node".into(),
-                    namespace: String::new(),
-                    name: "node-1".into(),
-                }),
-                status: serde_json::to_vec(&status).unwrap(),
-                resource_version: 0,
-                uid: String::new(),
-            }],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(response.results[0].error, "");
-}
-
 /// Beats for node-1 until aborted.
-fn heartbeats(api: &ApiClient<Channel>) -> tokio::task::JoinHandle<()> {
+fn heartbeats(api: &Api) -> tokio::task::JoinHandle<()> {
     let mut api = api.clone();
     tokio::spawn(async move {
         loop {
@@ -141,12 +62,18 @@ async fn wait_until<F: std::future::Future<Output = bool>>(
 
 #[tokio::test]
 async fn t10_a_silent_node_goes_not_ready_loses_its_pods_and_comes_back() {
-    let (member, mut api, _dir) = start().await;
-    register_node(&mut api).await;
+    let (member, mut api, _dir) = common::start(|c| {
+        c.node_lifecycle = LifecycleConfig {
+            grace: GRACE,
+            eviction_toleration: TOLERATION,
+        }
+    })
+    .await;
+    register_node(&mut api, "node-1", "2", "4Gi").await;
     let beating = heartbeats(&api);
     apply(
         &mut api,
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
                "spec": {"nodeName": "node-1", "containers": [{"name": "main", "image": "busybox"}]}}),
     )
     .await;

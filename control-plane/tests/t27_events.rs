@@ -2,92 +2,26 @@
 //! the test's own): the scheduler and the controllers record theirs, agents record theirs in
 //! batches (RecordEvents), and events older than the TTL go.
 
-use berth_control_plane::{Member, MemberConfig};
-use berth_proto::pb;
-use berth_proto::pb::api_client::ApiClient;
-use serde_json::{json, Value};
-use std::time::{Duration, Instant};
-use tonic::transport::Channel;
+mod common;
 
-async fn start(event_ttl: Duration) -> (Member, ApiClient<Channel>, tempfile::TempDir) {
+use berth_control_plane::Member;
+use berth_proto::pb;
+use common::{apply, list, register_node, wait_for_list, Api};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn start(event_ttl: Duration) -> (Member, Api, tempfile::TempDir) {
     // These nodes have no agent to send heartbeats: keep them Ready for the whole test.
     start_with(event_ttl, Duration::from_secs(3600)).await
 }
 
-async fn start_with(
-    event_ttl: Duration,
-    node_grace: Duration,
-) -> (Member, ApiClient<Channel>, tempfile::TempDir) {
-    berth_e2e::isolate_network();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = MemberConfig::new(dir.path().join("member"));
-    config.init = true;
-    config.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.node_lifecycle.grace = node_grace;
-    config.node_lifecycle.eviction_toleration = Duration::from_millis(200);
-    config.event_ttl = event_ttl;
-    let member = Member::start(config).await.expect("member starts");
-    let api = ApiClient::new(
-        berth_proto::transport::connect(&member.addr.to_string())
-            .await
-            .unwrap(),
-    );
-    (member, api, dir)
-}
-
-async fn apply(api: &mut ApiClient<Channel>, object: Value) {
-    api.apply(pb::ApplyRequest {
-        object: serde_json::to_vec(&object).unwrap(),
-        dry_run: false,
+async fn start_with(event_ttl: Duration, node_grace: Duration) -> (Member, Api, tempfile::TempDir) {
+    common::start(|config| {
+        config.node_lifecycle.grace = node_grace;
+        config.node_lifecycle.eviction_toleration = Duration::from_millis(200);
+        config.event_ttl = event_ttl;
     })
     .await
-    .expect("applied");
-}
-
-async fn register_node(api: &mut ApiClient<Channel>, name: &str, memory: &str) {
-    apply(
-        api,
-        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": {}}),
-    )
-    .await;
-    let allocatable = json!({"cpu": "2", "memory": memory, "pods": "110"});
-    let status = json!({
-        "capacity": allocatable, "allocatable": allocatable,
-        "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady"}],
-    });
-    let response = api
-        .update_status(pb::UpdateStatusRequest {
-            updates: vec![pb::StatusUpdate {
-                object: Some(pb::ObjectRef {
-                    kind: "Node".into(),
-                    namespace: String::new(),
-                    name: name.into(),
-                }),
-                status: serde_json::to_vec(&status).unwrap(),
-                resource_version: 0,
-                uid: String::new(),
-            }],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(response.results[0].error, "");
-}
-
-async fn list_events(api: &mut ApiClient<Channel>) -> Vec<Value> {
-    api.list(pb::ListRequest {
-        kind: "Event".into(),
-        namespace: String::new(),
-        label_selector: String::new(),
-        stale_ok: false,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .objects
-    .iter()
-    .map(|bytes| serde_json::from_slice(bytes).unwrap())
-    .collect()
 }
 
 fn field<'a>(event: &'a Value, pointer: &str) -> &'a str {
@@ -102,35 +36,15 @@ fn with_reason<'a>(events: &'a [Value], reason: &str, name: &str) -> Vec<&'a Val
         .collect()
 }
 
-/// Polls the events until `done` holds for them, for up to 20 s.
-async fn wait_for_events(
-    api: &mut ApiClient<Channel>,
-    what: &str,
-    done: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let events = list_events(api).await;
-        if done(&events) {
-            return events;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {events:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_scheduler_records_a_failure_once_per_reason_and_the_binding() {
     let (member, mut api, _dir) = start(Duration::from_secs(3600)).await;
-    register_node(&mut api, "small", "1Gi").await;
+    register_node(&mut api, "small", "2", "1Gi").await;
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big"},
         "spec": {"containers": [{"name": "main", "image": "busybox",
                                  "resources": {"requests": {"memory": "2Gi"}}}]}});
-    apply(&mut api, pod).await;
-    let events = wait_for_events(&mut api, "FailedScheduling", |events| {
+    apply(&mut api, &pod).await;
+    let events = wait_for_list(&mut api, "Event", "", "FailedScheduling", |events| {
         !with_reason(events, "FailedScheduling", "big").is_empty()
     })
     .await;
@@ -146,14 +60,14 @@ async fn the_scheduler_records_a_failure_once_per_reason_and_the_binding() {
 
     // The scheduler passes every 200 ms: after many passes the pod is still one event, once.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let events = list_events(&mut api).await;
+    let events = list(&mut api, "Event", "").await;
     let failures = with_reason(&events, "FailedScheduling", "big");
     assert_eq!(failures.len(), 1, "{failures:#?}");
     assert_eq!(failures[0]["count"], 1, "{failures:#?}");
 
     // Room appears: the binding is recorded.
-    register_node(&mut api, "large", "8Gi").await;
-    let events = wait_for_events(&mut api, "Scheduled", |events| {
+    register_node(&mut api, "large", "2", "8Gi").await;
+    let events = wait_for_list(&mut api, "Event", "", "Scheduled", |events| {
         !with_reason(events, "Scheduled", "big").is_empty()
     })
     .await;
@@ -174,19 +88,25 @@ async fn controllers_record_scaling_and_pod_creation() {
     let (member, mut api, _dir) = start(Duration::from_secs(3600)).await;
     apply(
         &mut api,
-        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
                         "template": {"metadata": {"labels": {"app": "web"}},
                                      "spec": {"containers": [{"name": "main", "image": "busybox"}]}}}}),
     )
     .await;
-    let events = wait_for_events(&mut api, "ScalingReplicaSet and two creations", |events| {
-        let created = events
-            .iter()
-            .filter(|e| field(e, "/reason") == "SuccessfulCreate")
-            .count();
-        !with_reason(events, "ScalingReplicaSet", "web").is_empty() && created == 2
-    })
+    let events = wait_for_list(
+        &mut api,
+        "Event",
+        "",
+        "ScalingReplicaSet and two creations",
+        |events| {
+            let created = events
+                .iter()
+                .filter(|e| field(e, "/reason") == "SuccessfulCreate")
+                .count();
+            !with_reason(events, "ScalingReplicaSet", "web").is_empty() && created == 2
+        },
+    )
     .await;
     let scaling = with_reason(&events, "ScalingReplicaSet", "web")[0];
     assert_eq!(field(scaling, "/involvedObject/kind"), "Deployment");
@@ -209,13 +129,13 @@ async fn controllers_record_scaling_and_pod_creation() {
     // Scaled down: the Deployment says so, the ReplicaSet names the pod it deleted.
     apply(
         &mut api,
-        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
                         "template": {"metadata": {"labels": {"app": "web"}},
                                      "spec": {"containers": [{"name": "main", "image": "busybox"}]}}}}),
     )
     .await;
-    let events = wait_for_events(&mut api, "a scale down", |events| {
+    let events = wait_for_list(&mut api, "Event", "", "a scale down", |events| {
         events
             .iter()
             .any(|e| field(e, "/reason") == "SuccessfulDelete")
@@ -282,7 +202,7 @@ async fn agents_record_in_batches_and_old_events_expire() {
             .map(|e| field(e, "/metadata/name").to_string())
             .collect()
     };
-    let events = wait_for_events(&mut api, "the old event to expire", |events| {
+    let events = wait_for_list(&mut api, "Event", "", "the old event to expire", |events| {
         !names(events).contains(&"web.old".to_string())
     })
     .await;
@@ -291,9 +211,13 @@ async fn agents_record_in_batches_and_old_events_expire() {
         "the fresh event stays: {events:#?}"
     );
     // Events older than the TTL go, the fresh one too once it is.
-    wait_for_events(&mut api, "the fresh event to expire", |events| {
-        !names(events).contains(&"web.fresh".to_string())
-    })
+    wait_for_list(
+        &mut api,
+        "Event",
+        "",
+        "the fresh event to expire",
+        |events| !names(events).contains(&"web.fresh".to_string()),
+    )
     .await;
     member.shutdown().await;
 }
@@ -302,17 +226,23 @@ async fn agents_record_in_batches_and_old_events_expire() {
 async fn a_silent_node_is_recorded_not_ready_and_its_pods_evicted() {
     let (member, mut api, _dir) =
         start_with(Duration::from_secs(3600), Duration::from_millis(300)).await;
-    register_node(&mut api, "quiet", "4Gi").await;
+    register_node(&mut api, "quiet", "2", "4Gi").await;
     apply(
         &mut api,
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stranded"},
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stranded"},
                "spec": {"nodeName": "quiet", "containers": [{"name": "main", "image": "busybox"}]}}),
     )
     .await;
-    let events = wait_for_events(&mut api, "NodeNotReady and the eviction", |events| {
-        !with_reason(events, "NodeNotReady", "quiet").is_empty()
-            && !with_reason(events, "TaintManagerEviction", "stranded").is_empty()
-    })
+    let events = wait_for_list(
+        &mut api,
+        "Event",
+        "",
+        "NodeNotReady and the eviction",
+        |events| {
+            !with_reason(events, "NodeNotReady", "quiet").is_empty()
+                && !with_reason(events, "TaintManagerEviction", "stranded").is_empty()
+        },
+    )
     .await;
     let not_ready = with_reason(&events, "NodeNotReady", "quiet")[0];
     assert_eq!(field(not_ready, "/involvedObject/kind"), "Node");

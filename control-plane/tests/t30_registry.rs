@@ -1,7 +1,9 @@
 //! The registry (OCI distribution API) of a one-member cluster in this process, spoken to
 //! over plain HTTP/1.1 on the member's API address (in a network namespace of the test's own).
 
-use berth_control_plane::{Member, MemberConfig};
+mod common;
+
+use berth_control_plane::Member;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -15,12 +17,7 @@ struct Fixture {
 }
 
 async fn start() -> Fixture {
-    berth_e2e::isolate_network();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = MemberConfig::new(dir.path().join("member"));
-    config.init = true;
-    config.listen = Some("127.0.0.1:0".parse().unwrap());
-    let member = Member::start(config).await.expect("member starts");
+    let (member, _api, dir) = common::start(|_| {}).await;
     Fixture {
         member: Some(member),
         dir,
@@ -34,16 +31,7 @@ impl Fixture {
 
     async fn restart(&mut self) {
         let member = self.member.take().unwrap();
-        let addr = member.addr;
-        member.shutdown().await;
-        let mut config = MemberConfig::new(self.dir.path().join("member"));
-        config.listen = Some(addr);
-        let member = Member::start(config).await.expect("member restarts");
-        member
-            .wait_for_leader(std::time::Duration::from_secs(10))
-            .await
-            .unwrap();
-        self.member = Some(member);
+        self.member = Some(common::restart(member, self.dir.path()).await);
     }
 
     /// Files in the registry's upload directory (uploads in progress or left behind).

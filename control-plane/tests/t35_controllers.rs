@@ -2,81 +2,12 @@
 //! in this process (in a network namespace of the test's own), with the scheduler binding
 //! their pods and the test acting as the nodes' agents: scale, roll out, delete.
 
-use berth_control_plane::{Member, MemberConfig};
+mod common;
+
 use berth_proto::pb;
-use berth_proto::pb::api_client::ApiClient;
+use common::{apply, delete, list, object_ref, register_node, update_status, wait_for_list, Api};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
-
-async fn start() -> (Member, ApiClient<Channel>, tempfile::TempDir) {
-    berth_e2e::isolate_network();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = MemberConfig::new(dir.path().join("member"));
-    config.init = true;
-    config.listen = Some("127.0.0.1:0".parse().unwrap());
-    let member = Member::start(config).await.expect("member starts");
-    let api = ApiClient::new(
-        berth_proto::transport::connect(&member.addr.to_string())
-            .await
-            .unwrap(),
-    );
-    (member, api, dir)
-}
-
-async fn apply(api: &mut ApiClient<Channel>, object: Value) {
-    api.apply(pb::ApplyRequest {
-        object: serde_json::to_vec(&object).unwrap(),
-        dry_run: false,
-    })
-    .await
-    .expect("applied");
-}
-
-fn object_ref(kind: &str, namespace: &str, name: &str) -> Option<pb::ObjectRef> {
-    Some(pb::ObjectRef {
-        kind: kind.into(),
-        namespace: namespace.into(),
-        name: name.into(),
-    })
-}
-
-async fn update_status(api: &mut ApiClient<Channel>, update: pb::StatusUpdate) -> String {
-    let response = api
-        .update_status(pb::UpdateStatusRequest {
-            updates: vec![update],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    response.results[0].error.clone()
-}
-
-/// Registers a Ready node the way the agent does: apply the Node, then report its status.
-async fn register_node(api: &mut ApiClient<Channel>, name: &str) {
-    apply(
-        api,
-        json!({"apiVersion": "v1", "kind": "Node",
-               "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}, "spec": {}}),
-    )
-    .await;
-    let allocatable = json!({"cpu": "4", "memory": "8Gi", "pods": "110"});
-    let status = json!({
-        "capacity": allocatable, "allocatable": allocatable,
-        "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady"}],
-    });
-    let error = update_status(
-        api,
-        pb::StatusUpdate {
-            object: object_ref("Node", "", name),
-            status: serde_json::to_vec(&status).unwrap(),
-            resource_version: 0,
-            uid: String::new(),
-        },
-    )
-    .await;
-    assert_eq!(error, "");
-}
 
 fn deployment(replicas: i32, image: &str) -> Value {
     json!({"apiVersion": "apps/v1", "kind": "Deployment",
@@ -85,22 +16,6 @@ fn deployment(replicas: i32, image: &str) -> Value {
                     "selector": {"matchLabels": {"app": "web"}},
                     "template": {"metadata": {"labels": {"app": "web"}},
                                  "spec": {"containers": [{"name": "main", "image": image}]}}}})
-}
-
-async fn list(api: &mut ApiClient<Channel>, kind: &str) -> Vec<Value> {
-    api.list(pb::ListRequest {
-        kind: kind.into(),
-        namespace: "default".into(),
-        label_selector: String::new(),
-        stale_ok: false,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .objects
-    .iter()
-    .map(|bytes| serde_json::from_slice(bytes).unwrap())
-    .collect()
 }
 
 fn is_ready(pod: &Value) -> bool {
@@ -119,9 +34,9 @@ fn image_of(pod: &Value) -> &str {
 }
 
 /// Reports every bound pod that is not Ready yet as running and Ready, as its agent would.
-async fn run_bound_pods(api: &mut ApiClient<Channel>) {
+async fn run_bound_pods(api: &mut Api) {
     let now = jiff::Timestamp::now().to_string();
-    for pod in list(api, "Pod").await {
+    for pod in list(api, "Pod", "default").await {
         if pod.pointer("/spec/nodeName").is_none() || is_ready(&pod) {
             continue;
         }
@@ -183,13 +98,13 @@ impl Cluster {
 }
 
 /// Acts as the agents (pods bound become Ready) until `done` holds, for up to 20 s.
-async fn wait_for(api: &mut ApiClient<Channel>, what: &str, done: impl Fn(&Cluster) -> bool) {
+async fn wait_for(api: &mut Api, what: &str, done: impl Fn(&Cluster) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         run_bound_pods(api).await;
         let cluster = Cluster {
-            pods: list(api, "Pod").await,
-            replica_sets: list(api, "ReplicaSet").await,
+            pods: list(api, "Pod", "default").await,
+            replica_sets: list(api, "ReplicaSet", "default").await,
         };
         if done(&cluster) {
             return;
@@ -206,17 +121,17 @@ async fn wait_for(api: &mut ApiClient<Channel>, what: &str, done: impl Fn(&Clust
 
 #[tokio::test]
 async fn t10_a_deployment_scales_rolls_out_and_is_collected() {
-    let (member, mut api, _dir) = start().await;
-    register_node(&mut api, "node-1").await;
-    register_node(&mut api, "node-2").await;
+    let (member, mut api, _dir) = common::start(|_| {}).await;
+    register_node(&mut api, "node-1", "4", "8Gi").await;
+    register_node(&mut api, "node-2", "4", "8Gi").await;
 
-    apply(&mut api, deployment(3, "web:1")).await;
+    apply(&mut api, &deployment(3, "web:1")).await;
     wait_for(&mut api, "3 ready pods of one ReplicaSet", |c| {
         c.replica_sets.len() == 1 && c.pods.len() == 3 && c.ready_pods_with("web:1") == 3
     })
     .await;
-    let pods = list(&mut api, "Pod").await;
-    let rs = &list(&mut api, "ReplicaSet").await[0];
+    let pods = list(&mut api, "Pod", "default").await;
+    let rs = &list(&mut api, "ReplicaSet", "default").await[0];
     let rs_name = rs["metadata"]["name"].as_str().unwrap();
     assert!(rs_name.starts_with("web-"), "{rs_name}");
     assert_eq!(rs["metadata"]["ownerReferences"][0]["kind"], "Deployment");
@@ -230,18 +145,18 @@ async fn t10_a_deployment_scales_rolls_out_and_is_collected() {
         assert!(pod.pointer("/spec/nodeName").is_some(), "bound: {pod:#}");
     }
 
-    apply(&mut api, deployment(5, "web:1")).await;
+    apply(&mut api, &deployment(5, "web:1")).await;
     wait_for(&mut api, "scaled to 5", |c| {
         c.pods.len() == 5 && c.ready_pods_with("web:1") == 5
     })
     .await;
-    apply(&mut api, deployment(2, "web:1")).await;
+    apply(&mut api, &deployment(2, "web:1")).await;
     wait_for(&mut api, "scaled to 2", |c| {
         c.pods.len() == 2 && c.ready_pods_with("web:1") == 2
     })
     .await;
 
-    apply(&mut api, deployment(2, "web:2")).await;
+    apply(&mut api, &deployment(2, "web:2")).await;
     wait_for(&mut api, "rolled out to web:2", |c| {
         c.replicas_of_sets() == [("web:1".to_string(), 0), ("web:2".to_string(), 2)]
             && c.pods.len() == 2
@@ -249,23 +164,12 @@ async fn t10_a_deployment_scales_rolls_out_and_is_collected() {
     })
     .await;
     // The Deployment's status says so too.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let deployment = &list(&mut api, "Deployment").await[0];
-        let status = &deployment["status"];
-        if status["updatedReplicas"] == 2 && status["availableReplicas"] == 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "status: {status:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    api.delete(pb::DeleteRequest {
-        object: object_ref("Deployment", "default", "web"),
-        resource_version: 0,
+    wait_for_list(&mut api, "Deployment", "default", "its status", |d| {
+        d[0]["status"]["updatedReplicas"] == 2 && d[0]["status"]["availableReplicas"] == 2
     })
-    .await
-    .unwrap();
+    .await;
+
+    delete(&mut api, "Deployment", "default", "web").await;
     wait_for(&mut api, "ReplicaSets and pods collected", |c| {
         c.replica_sets.is_empty() && c.pods.is_empty()
     })

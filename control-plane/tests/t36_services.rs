@@ -3,33 +3,25 @@
 //! controller's EndpointSlices as pods come, turn ready and go; LoadBalancer status. The test
 //! acts as the agents, reporting pod and node status.
 
+mod common;
+
 use berth_control_plane::store::allocation::ServiceRanges;
 use berth_control_plane::{Member, MemberConfig};
-use berth_proto::pb;
-use berth_proto::pb::api_client::ApiClient;
+use common::{
+    apply, connect, delete, eventually, get, list, member_config, object_of, report_status,
+    try_apply, Api,
+};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 use tonic::Code;
 
-type Api = ApiClient<Channel>;
-
 fn config(dir: &std::path::Path, name: &str, ranges: &ServiceRanges) -> MemberConfig {
-    let mut config = MemberConfig::new(dir.join(name));
-    config.listen = Some("127.0.0.1:0".parse().unwrap());
+    let mut config = member_config(dir, name);
     config.service_ranges = ranges.clone();
     // The test reports node status itself and sends no heartbeats: nodes stay as reported.
     config.node_lifecycle.grace = Duration::from_secs(3600);
     config
-}
-
-async fn connect(member: &Member) -> Api {
-    ApiClient::new(
-        berth_proto::transport::connect(&member.addr.to_string())
-            .await
-            .unwrap(),
-    )
 }
 
 /// One member (the first) or more (the others joined through it), with these ranges.
@@ -69,79 +61,10 @@ fn ranges(cidr: &str, ports: &str) -> ServiceRanges {
     ServiceRanges::new(cidr, ports).unwrap()
 }
 
-async fn apply(api: &mut Api, object: &Value) -> Result<Value, tonic::Status> {
-    let request = pb::ApplyRequest {
-        object: serde_json::to_vec(object).unwrap(),
-        dry_run: false,
-    };
-    let response = api.apply(request).await?.into_inner();
-    Ok(serde_json::from_slice(&response.object).unwrap())
-}
-
 fn service(name: &str, type_: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
            "spec": {"type": type_, "selector": {"app": name},
                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
-}
-
-fn object_ref(kind: &str, namespace: &str, name: &str) -> Option<pb::ObjectRef> {
-    Some(pb::ObjectRef {
-        kind: kind.into(),
-        namespace: namespace.into(),
-        name: name.into(),
-    })
-}
-
-async fn delete(api: &mut Api, kind: &str, name: &str) {
-    api.delete(pb::DeleteRequest {
-        object: object_ref(kind, "default", name),
-        resource_version: 0,
-    })
-    .await
-    .unwrap();
-}
-
-async fn list(api: &mut Api, kind: &str) -> Vec<Value> {
-    api.list(pb::ListRequest {
-        kind: kind.into(),
-        namespace: "default".into(),
-        label_selector: String::new(),
-        stale_ok: false,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .objects
-    .iter()
-    .map(|bytes| serde_json::from_slice(bytes).unwrap())
-    .collect()
-}
-
-async fn get(api: &mut Api, kind: &str, name: &str) -> Value {
-    let response = api
-        .get(pb::GetRequest {
-            object: object_ref(kind, "default", name),
-            stale_ok: false,
-        })
-        .await
-        .unwrap();
-    serde_json::from_slice(&response.into_inner().object).unwrap()
-}
-
-async fn update_status(api: &mut Api, kind: &str, namespace: &str, name: &str, status: Value) {
-    let response = api
-        .update_status(pb::UpdateStatusRequest {
-            updates: vec![pb::StatusUpdate {
-                object: object_ref(kind, namespace, name),
-                status: serde_json::to_vec(&status).unwrap(),
-                resource_version: 0,
-                uid: String::new(),
-            }],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(response.results[0].error, "");
 }
 
 fn cluster_ip(service: &Value) -> String {
@@ -162,18 +85,6 @@ fn node_ports(service: &Value) -> Vec<i64> {
         .collect()
 }
 
-/// Polls `check` until it gives a value, for up to 20 s.
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn t10_concurrent_creates_through_two_members_get_distinct_values() {
     // 30 usable addresses and 40 ports for 24 Services created at once.
@@ -182,11 +93,7 @@ async fn t10_concurrent_creates_through_two_members_get_distinct_values() {
         let mut api = apis[i % 2].clone();
         async move { apply(&mut api, &service(&format!("s{i:02}"), "NodePort")).await }
     });
-    let created: Vec<Value> = futures::future::join_all(creates)
-        .await
-        .into_iter()
-        .map(|r| r.expect("created"))
-        .collect();
+    let created: Vec<Value> = futures::future::join_all(creates).await;
     let ips: BTreeSet<String> = created.iter().map(cluster_ip).collect();
     let ports: BTreeSet<i64> = created.iter().flat_map(node_ports).collect();
     assert_eq!(ips.len(), 24, "{ips:?}");
@@ -201,7 +108,7 @@ async fn t10_concurrent_creates_through_two_members_get_distinct_values() {
     );
     // What each member stores says the same.
     let mut api = apis[1].clone();
-    let stored: BTreeSet<String> = list(&mut api, "Service")
+    let stored: BTreeSet<String> = list(&mut api, "Service", "default")
         .await
         .iter()
         .map(cluster_ip)
@@ -217,7 +124,7 @@ async fn t20_taken_and_out_of_range_values_are_refused() {
     let mut a = service("a", "NodePort");
     a["spec"]["clusterIP"] = json!("10.96.0.5");
     a["spec"]["ports"][0]["nodePort"] = json!(30080);
-    let stored = apply(api, &a).await.unwrap();
+    let stored = apply(api, &a).await;
     assert_eq!(
         (cluster_ip(&stored), node_ports(&stored)),
         ("10.96.0.5".into(), vec![30080])
@@ -235,7 +142,7 @@ async fn t20_taken_and_out_of_range_values_are_refused() {
             "clusterIP" => b["spec"]["clusterIP"] = value,
             _ => b["spec"]["ports"][0]["nodePort"] = value,
         }
-        let error = apply(api, &b).await.unwrap_err();
+        let error = try_apply(api, &b).await.unwrap_err();
         assert_eq!(error.code(), Code::InvalidArgument);
         assert!(error.message().contains(message), "{}", error.message());
     }
@@ -246,23 +153,16 @@ async fn t20_taken_and_out_of_range_values_are_refused() {
 async fn t30_cluster_ip_is_kept_and_immutable() {
     let (members, mut apis, _dir) = start(1, ServiceRanges::default()).await;
     let api = &mut apis[0];
-    let created = apply(api, &service("web", "NodePort")).await.unwrap();
+    let created = apply(api, &service("web", "NodePort")).await;
     let (ip, ports) = (cluster_ip(&created), node_ports(&created));
     assert!(!ip.is_empty() && ports.len() == 1, "{created:#}");
     assert_eq!(created["spec"]["clusterIPs"], json!([ip]));
     // The same manifest again: nothing changes, nothing is picked anew.
-    let response = api
-        .apply(pb::ApplyRequest {
-            object: serde_json::to_vec(&service("web", "NodePort")).unwrap(),
-            dry_run: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(response.outcome, pb::ApplyOutcome::Unchanged as i32);
+    let again = try_apply(api, &service("web", "NodePort")).await.unwrap();
+    assert_eq!(again.outcome(), berth_proto::pb::ApplyOutcome::Unchanged);
     let mut moved = service("web", "NodePort");
     moved["spec"]["clusterIP"] = json!("10.96.200.200");
-    let error = apply(api, &moved).await.unwrap_err();
+    let error = try_apply(api, &moved).await.unwrap_err();
     assert!(
         error
             .message()
@@ -270,7 +170,7 @@ async fn t30_cluster_ip_is_kept_and_immutable() {
         "{}",
         error.message()
     );
-    let stored = get(api, "Service", "web").await;
+    let stored = get(api, "Service", "default", "web").await.unwrap();
     assert_eq!((cluster_ip(&stored), node_ports(&stored)), (ip, ports));
     stop(members).await;
 }
@@ -281,7 +181,12 @@ async fn t40_a_full_range_refuses_clearly_and_a_delete_frees() {
     let (members, apis, _dir) = start(1, ranges("10.96.0.0/30", "30000-32767")).await;
     let creates = (0..3).map(|i| {
         let mut api = apis[0].clone();
-        async move { apply(&mut api, &service(&format!("s{i}"), "ClusterIP")).await }
+        async move {
+            let service = service(&format!("s{i}"), "ClusterIP");
+            try_apply(&mut api, &service)
+                .await
+                .map(|r| object_of(&r.object))
+        }
     });
     let results = futures::future::join_all(creates).await;
     let created: Vec<&Value> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
@@ -300,15 +205,13 @@ async fn t40_a_full_range_refuses_clearly_and_a_delete_frees() {
     let mut api = apis[0].clone();
     let mut headless = service("headless", "ClusterIP");
     headless["spec"]["clusterIP"] = json!("None");
-    let stored = apply(&mut api, &headless).await.unwrap();
+    let stored = apply(&mut api, &headless).await;
     assert_eq!(cluster_ip(&stored), "None");
     // Deleting a Service frees its address for the next.
     let name = created[0]["metadata"]["name"].as_str().unwrap().to_string();
     let freed = cluster_ip(created[0]);
-    delete(&mut api, "Service", &name).await;
-    let late = apply(&mut api, &service("late", "ClusterIP"))
-        .await
-        .unwrap();
+    delete(&mut api, "Service", "default", &name).await;
+    let late = apply(&mut api, &service("late", "ClusterIP")).await;
     assert_eq!(cluster_ip(&late), freed);
     stop(members).await;
 }
@@ -317,19 +220,20 @@ async fn t40_a_full_range_refuses_clearly_and_a_delete_frees() {
 async fn t50_type_changes_allocate_and_release_node_ports() {
     let (members, mut apis, _dir) = start(1, ServiceRanges::default()).await;
     let api = &mut apis[0];
-    let created = apply(api, &service("web", "ClusterIP")).await.unwrap();
+    let created = apply(api, &service("web", "ClusterIP")).await;
     assert!(node_ports(&created).is_empty());
     let mut node_port = service("web", "NodePort");
     node_port["spec"]["ports"][0]["nodePort"] = json!(30080);
-    let changed = apply(api, &node_port).await.unwrap();
+    let changed = apply(api, &node_port).await;
     assert_eq!(node_ports(&changed), [30080]);
     assert_eq!(cluster_ip(&changed), cluster_ip(&created));
     let mut other = service("other", "NodePort");
     other["spec"]["ports"][0]["nodePort"] = json!(30080);
-    assert!(apply(api, &other).await.is_err(), "30080 is web's");
-    let back = apply(api, &service("web", "ClusterIP")).await.unwrap();
+    assert!(try_apply(api, &other).await.is_err(), "30080 is web's");
+    let back = apply(api, &service("web", "ClusterIP")).await;
     assert!(node_ports(&back).is_empty(), "{back:#}");
-    let other = apply(api, &other).await.expect("30080 is free again");
+    let other = try_apply(api, &other).await.expect("30080 is free again");
+    let other = object_of(&other.object);
     assert_eq!(node_ports(&other), [30080]);
     stop(members).await;
 }
@@ -347,13 +251,13 @@ async fn report_pod(api: &mut Api, name: &str, ip: &str, ready: bool) {
     let ready = if ready { "True" } else { "False" };
     let status = json!({"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
                         "conditions": [{"type": "Ready", "status": ready}]});
-    update_status(api, "Pod", "default", name, status).await;
+    report_status(api, "Pod", "default", name, &status).await;
 }
 
 /// (resolved port, address, ready, serving, terminating) of every endpoint of `web`'s slices.
 async fn endpoints(api: &mut Api) -> BTreeSet<(i64, String, bool, bool, bool)> {
     let mut found = BTreeSet::new();
-    for slice in list(api, "EndpointSlice").await {
+    for slice in list(api, "EndpointSlice", "default").await {
         if slice["metadata"]["labels"]["kubernetes.io/service-name"] != "web" {
             continue;
         }
@@ -397,10 +301,10 @@ async fn t60_endpoint_slices_follow_pods() {
     let api = &mut apis[0];
     let mut web = service("web", "ClusterIP");
     web["spec"]["ports"][0]["targetPort"] = json!("http");
-    apply(api, &web).await.unwrap();
+    apply(api, &web).await;
     // Pods whose named port resolves to different numbers land in different slices.
-    apply(api, &pod("a", 8080)).await.unwrap();
-    apply(api, &pod("b", 9090)).await.unwrap();
+    apply(api, &pod("a", 8080)).await;
+    apply(api, &pod("b", 9090)).await;
     report_pod(api, "a", "10.244.0.2", true).await;
     report_pod(api, "b", "10.244.0.3", true).await;
     endpoints_become(
@@ -412,7 +316,7 @@ async fn t60_endpoint_slices_follow_pods() {
         ],
     )
     .await;
-    let slices = list(api, "EndpointSlice").await;
+    let slices = list(api, "EndpointSlice", "default").await;
     assert_eq!(slices.len(), 2);
     for slice in &slices {
         assert!(slice["metadata"]["name"]
@@ -442,9 +346,9 @@ async fn t60_endpoint_slices_follow_pods() {
     .await;
 
     // b on its way out (a graceful delete stores deletionTimestamp): still serving, draining.
-    let mut leaving = get(api, "Pod", "b").await;
+    let mut leaving = get(api, "Pod", "default", "b").await.unwrap();
     leaving["metadata"]["deletionTimestamp"] = json!(jiff::Timestamp::now().to_string());
-    apply(api, &leaving).await.unwrap();
+    apply(api, &leaving).await;
     endpoints_become(
         api,
         "b terminating",
@@ -454,10 +358,10 @@ async fn t60_endpoint_slices_follow_pods() {
         ],
     )
     .await;
-    delete(api, "Pod", "b").await;
+    delete(api, "Pod", "default", "b").await;
     endpoints_become(api, "b gone", &[(8080, "10.244.0.2", false, false, false)]).await;
     let slices = eventually("b's slice deleted", async || {
-        let slices = list(api, "EndpointSlice").await;
+        let slices = list(api, "EndpointSlice", "default").await;
         (slices.len() == 1).then_some(slices)
     })
     .await;
@@ -469,8 +373,7 @@ async fn t60_endpoint_slices_follow_pods() {
         &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "manual"},
                        "spec": {"ports": [{"port": 80}]}}),
     )
-    .await
-    .unwrap();
+    .await;
     apply(
         api,
         &json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -480,12 +383,11 @@ async fn t60_endpoint_slices_follow_pods() {
                        "endpoints": [{"addresses": ["192.0.2.1"]}],
                        "ports": [{"port": 80}]}),
     )
-    .await
-    .unwrap();
+    .await;
 
-    delete(api, "Service", "web").await;
+    delete(api, "Service", "default", "web").await;
     eventually("web's slices deleted, manual's kept", async || {
-        let names: Vec<String> = list(api, "EndpointSlice")
+        let names: Vec<String> = list(api, "EndpointSlice", "default")
             .await
             .iter()
             .map(|s| s["metadata"]["name"].as_str().unwrap().to_string())
@@ -501,8 +403,7 @@ async fn register_node(api: &mut Api, name: &str, ip: &str, ready: bool) {
         api,
         &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": {}}),
     )
-    .await
-    .unwrap();
+    .await;
     report_node(api, name, ip, ready).await;
 }
 
@@ -510,11 +411,11 @@ async fn report_node(api: &mut Api, name: &str, ip: &str, ready: bool) {
     let ready = if ready { "True" } else { "False" };
     let status = json!({"addresses": [{"type": "InternalIP", "address": ip}],
                         "conditions": [{"type": "Ready", "status": ready}]});
-    update_status(api, "Node", "", name, status).await;
+    report_status(api, "Node", "", name, &status).await;
 }
 
 async fn ingress(api: &mut Api, name: &str) -> Vec<String> {
-    let service = get(api, "Service", name).await;
+    let service = get(api, "Service", "default", name).await.unwrap();
     let ingress = service.pointer("/status/loadBalancer/ingress").cloned();
     let ingress = ingress
         .and_then(|i| i.as_array().cloned())
@@ -532,7 +433,7 @@ async fn t70_load_balancers_list_ready_nodes() {
     register_node(api, "n1", "10.0.0.1", true).await;
     register_node(api, "n2", "10.0.0.2", true).await;
     register_node(api, "n3", "10.0.0.3", false).await;
-    let created = apply(api, &service("lb", "LoadBalancer")).await.unwrap();
+    let created = apply(api, &service("lb", "LoadBalancer")).await;
     assert_eq!(node_ports(&created).len(), 1, "LoadBalancers get nodePorts");
     eventually("ingress of the ready nodes", async || {
         (ingress(api, "lb").await == ["10.0.0.1", "10.0.0.2"]).then_some(())
@@ -545,7 +446,7 @@ async fn t70_load_balancers_list_ready_nodes() {
     })
     .await;
     // No longer a LoadBalancer: no ingress.
-    apply(api, &service("lb", "ClusterIP")).await.unwrap();
+    apply(api, &service("lb", "ClusterIP")).await;
     eventually("ingress cleared", async || {
         ingress(api, "lb").await.is_empty().then_some(())
     })

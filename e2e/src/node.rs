@@ -1,12 +1,15 @@
 //! A node agent for tests: `berth agent` on a host of a [`Network`](crate::network::Network),
 //! sharing the machine's mount namespace (so its overlays and netns files are visible here).
 //! Dropping it kills the agent and everything it started (shims, containers), unmounts what
-//! it mounted and removes its cgroups, also when a test fails.
+//! it mounted and removes its cgroups, also when a test fails. [`OneNodeCluster`] is the
+//! fixture of the single-node tests: a member, an agent, busybox, and the calls they make.
 
 use crate::cluster::{berth_binary, Cluster};
+use crate::{eventually, isolate_network, pod_ready, Run};
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub struct Agent {
@@ -88,6 +91,96 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
         cleanup_node(&self.data_dir);
+    }
+}
+
+/// A cluster of one member (host 0) and one agent named `node-1` (host 1), each in its own
+/// network namespace, with the busybox image in the cluster registry as `busybox`.
+pub struct OneNodeCluster {
+    pub agent: Agent,
+    pub cluster: Cluster,
+}
+
+impl OneNodeCluster {
+    /// Isolates the calling thread's network (see [`isolate_network`]) and starts the cluster.
+    pub fn start() -> OneNodeCluster {
+        isolate_network();
+        let cluster = Cluster::with_hosts(2, 1, &[]);
+        crate::images::push_busybox(&cluster, 0, "busybox");
+        let agent = Agent::start(&cluster, 1, "node-1");
+        OneNodeCluster { agent, cluster }
+    }
+
+    /// `berth ARGS` against the member.
+    pub fn berth(&self, args: &[&str]) -> Run {
+        self.cluster.berth_on(0, args)
+    }
+
+    /// `berth apply`, which must succeed.
+    pub fn apply(&self, yaml: &str) {
+        self.cluster.apply_on(0, yaml).ok();
+    }
+
+    /// The pod as `berth get -o json` shows it, if there is one.
+    pub fn pod(&self, name: &str) -> Option<Value> {
+        let run = self.berth(&["get", "pod", name, "-o", "json"]);
+        run.success()
+            .then(|| serde_json::from_str(&run.stdout()).ok())
+            .flatten()
+    }
+
+    /// Waits up to 40 s for `check` to hold for the pod; panics with the last one seen if not.
+    pub fn wait_for(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let ok = eventually(Duration::from_secs(40), || {
+            self.pod(name).is_some_and(|p| check(&p))
+        });
+        let pod = self.pod(name);
+        assert!(
+            ok,
+            "pod {name}: {what} never happened; last seen:\n{pod:#?}"
+        );
+        pod.expect("seen")
+    }
+
+    /// Waits for the pod to be Running and Ready.
+    pub fn wait_running(&self, name: &str) -> Value {
+        self.wait_for(name, "Running and Ready", |p| {
+            p["status"]["phase"] == "Running" && pod_ready(p)
+        })
+    }
+
+    /// `berth exec POD -- COMMAND` (the server flag goes first: after `--` all is the command).
+    pub fn exec(&self, pod: &str, command: &[&str]) -> Run {
+        self.exec_with(&[], pod, command)
+    }
+
+    /// `berth exec FLAGS POD -- COMMAND`, with no stdin.
+    pub fn exec_with(&self, flags: &[&str], pod: &str, command: &[&str]) -> Run {
+        let output = self
+            .exec_command(flags, pod, command)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run berth exec");
+        Run(output)
+    }
+
+    /// The `berth exec FLAGS POD -- COMMAND` command, for a test to give stdin and run.
+    pub fn exec_command(&self, flags: &[&str], pod: &str, command: &[&str]) -> Command {
+        let mut exec = self.cluster.network.hosts[0].command(&berth_binary());
+        exec.args(["--server", &self.cluster.addr(0), "exec"])
+            .args(flags)
+            .args([pod, "--"])
+            .args(command);
+        exec
+    }
+
+    /// Mounts pods may leave on the node: all under its data directory but the node's own
+    /// (the directory pod netns files live in), which stays.
+    pub fn pod_mounts(&self) -> Vec<String> {
+        mounts_under(&self.agent.data_dir)
+            .into_iter()
+            .filter(|m| !m.ends_with("/network/netns"))
+            .collect()
     }
 }
 

@@ -2,95 +2,20 @@
 //! namespace); busybox pods bound to the node by hand (spec.nodeName), or by the scheduler;
 //! the demo Deployment's replicas made by the controllers.
 
-use berth_e2e::cluster::Cluster;
+use berth_e2e::eventually;
 use berth_e2e::images::archives;
-use berth_e2e::node::{cgroups_with, mounts_under, pids_with_cmdline, Agent};
-use berth_e2e::{eventually, isolate_network};
+use berth_e2e::node::{cgroups_with, pids_with_cmdline, OneNodeCluster};
+use berth_e2e::pod_ready as ready;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A cluster of one member, one agent named `node-1`, and the busybox image in the cluster
-/// registry.
-struct Node {
-    agent: Agent,
-    cluster: Cluster,
+/// `berth image demo`: berth itself as the image `demo`, pushed to the registry.
+fn push_demo(node: &OneNodeCluster) {
+    let store = node.cluster.env.root.path().join("demo-store");
+    node.berth(&["image", "demo", "--store", store.to_str().unwrap()])
+        .ok();
 }
-
-fn node() -> Node {
-    isolate_network();
-    let cluster = Cluster::with_hosts(2, 1, &[]);
-    berth_e2e::images::push_busybox(&cluster, 0, "busybox");
-    let agent = Agent::start(&cluster, 1, "node-1");
-    Node { agent, cluster }
-}
-
-impl Node {
-    fn berth(&self, args: &[&str]) -> berth_e2e::Run {
-        self.cluster.berth_on(0, args)
-    }
-
-    /// `berth image demo`: berth itself as the image `demo`, pushed to the registry.
-    fn push_demo(&self) {
-        let store = self.cluster.env.root.path().join("demo-store");
-        self.berth(&["image", "demo", "--store", store.to_str().unwrap()])
-            .ok();
-    }
-
-    fn apply(&self, yaml: &str) {
-        self.cluster.apply_on(0, yaml).ok();
-    }
-
-    fn pod(&self, name: &str) -> Option<Value> {
-        let run = self.berth(&["get", "pod", name, "-o", "json"]);
-        run.success()
-            .then(|| serde_json::from_str(&run.stdout()).ok())
-            .flatten()
-    }
-
-    fn wait_for(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let ok = eventually(Duration::from_secs(30), || {
-            self.pod(name).is_some_and(|p| check(&p))
-        });
-        let pod = self.pod(name);
-        assert!(
-            ok,
-            "pod {name}: {what} never happened; last seen:\n{pod:#?}"
-        );
-        pod.expect("seen")
-    }
-
-    fn wait_running(&self, name: &str) -> Value {
-        self.wait_for(name, "Running and Ready", |p| {
-            p["status"]["phase"] == "Running" && ready(p)
-        })
-    }
-
-    /// `berth exec POD -- COMMAND` (the server flag goes first: after `--` all is the command).
-    fn exec(&self, pod: &str, command: &[&str]) -> berth_e2e::Run {
-        self.exec_with(&[], pod, command)
-    }
-
-    fn exec_with(&self, flags: &[&str], pod: &str, command: &[&str]) -> berth_e2e::Run {
-        let output = self
-            .exec_command(flags, pod, command)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run berth exec");
-        berth_e2e::Run(output)
-    }
-
-    fn exec_command(&self, flags: &[&str], pod: &str, command: &[&str]) -> std::process::Command {
-        let mut exec = self.cluster.network.hosts[0].command(&berth_e2e::cluster::berth_binary());
-        exec.args(["--server", &self.cluster.addr(0), "exec"])
-            .args(flags)
-            .args([pod, "--"])
-            .args(command);
-        exec
-    }
-}
-
-use berth_e2e::pod_ready as ready;
 
 fn restart_count(pod: &Value) -> i64 {
     pod["status"]["containerStatuses"][0]["restartCount"]
@@ -117,7 +42,7 @@ spec:
 
 #[test]
 fn t10_a_pod_runs_isolated() {
-    let node = node();
+    let node = OneNodeCluster::start();
     node.apply(&pod_yaml("iso", "echo started; exec sleep 3601", "", ""));
     let pod = node.wait_running("iso");
     let pod_ip = pod["status"]["podIP"]
@@ -190,7 +115,7 @@ fn t10_a_pod_runs_isolated() {
 
 #[test]
 fn t15_a_pod_without_a_node_is_scheduled_and_runs() {
-    let node = node();
+    let node = OneNodeCluster::start();
     let yaml = pod_yaml("placed", "exec sleep 3601", "", "").replace("  nodeName: node-1\n", "");
     assert!(!yaml.contains("nodeName"));
     node.apply(&yaml);
@@ -232,7 +157,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn t20_memory_limit_oom_kills_and_says_so() {
-    let node = node();
+    let node = OneNodeCluster::start();
     let limits = "    resources:\n      limits:\n        memory: 16Mi\n";
     node.apply(&pod_yaml(
         "hog",
@@ -248,7 +173,7 @@ fn t20_memory_limit_oom_kills_and_says_so() {
 
 #[test]
 fn t30_pods_reach_each_other_and_logs_follow() {
-    let node = node();
+    let node = OneNodeCluster::start();
     // Ready only once its HTTP endpoint answers; alive while its port accepts connections.
     let probes = r#"    ports:
     - {name: http, containerPort: 8080}
@@ -318,7 +243,7 @@ fn number(line: &str) -> u32 {
 
 #[test]
 fn t40_liveness_restarts_and_readiness_flips() {
-    let node = node();
+    let node = OneNodeCluster::start();
     let probes = r#"    livenessProbe:
       exec:
         command: ["cat", "/tmp/alive"]
@@ -352,7 +277,7 @@ fn t40_liveness_restarts_and_readiness_flips() {
 
 #[test]
 fn t50_agent_sigkill_and_restart_keeps_containers() {
-    let mut node = node();
+    let mut node = OneNodeCluster::start();
     node.apply(&pod_yaml("keeper", "exec sleep 3603", "", ""));
     node.wait_running("keeper");
     let before = pids_with_cmdline("sleep 3603");
@@ -369,7 +294,7 @@ fn t50_agent_sigkill_and_restart_keeps_containers() {
 
 #[test]
 fn t60_deleting_a_pod_leaves_nothing_behind() {
-    let node = node();
+    let node = OneNodeCluster::start();
     node.apply(&pod_yaml(
         "gone",
         "trap 'exit 0' TERM; sleep 3604 & wait",
@@ -380,24 +305,18 @@ fn t60_deleting_a_pod_leaves_nothing_behind() {
     let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
     let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
     // The node's own mount (the directory pod netns files live in) stays; a pod's go.
-    let pod_mounts = || {
-        mounts_under(&node.agent.data_dir)
-            .into_iter()
-            .filter(|m| !m.ends_with("/network/netns"))
-            .collect::<Vec<_>>()
-    };
-    assert!(!pod_mounts().is_empty());
+    assert!(!node.pod_mounts().is_empty());
     node.berth(&["delete", "pod", "gone"]).ok();
     let clean = eventually(Duration::from_secs(20), || {
         pids_with_cmdline("sleep 3604").is_empty()
-            && pod_mounts().is_empty()
+            && node.pod_mounts().is_empty()
             && cgroups_with(&uid).is_empty()
     });
     assert!(
         clean,
         "left behind: processes {:?}, mounts {:?}, cgroups {:?}",
         pids_with_cmdline("sleep 3604"),
-        pod_mounts(),
+        node.pod_mounts(),
         cgroups_with(&uid)
     );
     // No veth on the node but the bridge's own links, and the address is free again.
@@ -414,7 +333,7 @@ fn t60_deleting_a_pod_leaves_nothing_behind() {
 
 #[test]
 fn t70_a_pod_deleted_while_the_agent_is_down_is_cleaned_up_on_restart() {
-    let mut node = node();
+    let mut node = OneNodeCluster::start();
     node.apply(&pod_yaml("orphan", "exec sleep 3606", "", ""));
     node.apply(&pod_yaml("stays", "exec sleep 3607", "", ""));
     node.wait_running("orphan");
@@ -439,7 +358,7 @@ fn t70_a_pod_deleted_while_the_agent_is_down_is_cleaned_up_on_restart() {
 
 #[test]
 fn t80_termination_runs_pre_stop_then_sigterm() {
-    let node = node();
+    let node = OneNodeCluster::start();
     let pre_stop = r#"    lifecycle:
       preStop:
         exec:
@@ -471,9 +390,9 @@ fn t80_termination_runs_pre_stop_then_sigterm() {
 
 #[test]
 fn t90_the_demo_app_runs_from_berth_itself() {
-    let node = node();
+    let node = OneNodeCluster::start();
     // berth as an image: its binary and the shared libraries it names.
-    node.push_demo();
+    push_demo(&node);
     node.apply(
         r#"apiVersion: v1
 kind: Pod
@@ -515,8 +434,8 @@ spec:
 
 #[test]
 fn t91_the_demo_deployment_runs_its_replicas_and_takes_them_away() {
-    let node = node();
-    node.push_demo();
+    let node = OneNodeCluster::start();
+    push_demo(&node);
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/demo.yaml");
     node.berth(&["apply", "-f", manifest]).ok();
     let demo_pods = || -> Vec<Value> {
@@ -554,7 +473,7 @@ fn t91_the_demo_deployment_runs_its_replicas_and_takes_them_away() {
 
 #[test]
 fn t95_an_abandoned_exec_session_ends_its_processes() {
-    let node = node();
+    let node = OneNodeCluster::start();
     node.apply(&pod_yaml("host", "exec sleep 3610", "", ""));
     node.wait_running("host");
     let mut session = node
@@ -590,7 +509,7 @@ fn t95_an_abandoned_exec_session_ends_its_processes() {
 
 #[test]
 fn t97_a_new_image_replaces_the_container() {
-    let node = node();
+    let node = OneNodeCluster::start();
     // A second image: the same one under another name.
     node.berth(&["image", "tag", "busybox", "busybox2"]).ok();
     node.apply(&pod_yaml("upd", "exec sleep 3612", "", ""));
@@ -613,7 +532,7 @@ fn t97_a_new_image_replaces_the_container() {
 
 #[test]
 fn t98_images_loaded_from_archives_or_pushed_by_skopeo_run_and_pull_errors_say_why() {
-    let node = node();
+    let node = OneNodeCluster::start();
     let rootfs = node.cluster.env.root.path().join("rootfs/busybox-rootfs");
     let layer = archives::tar_of_dir(&rootfs);
     let dir = node.cluster.env.root.path();
@@ -719,7 +638,7 @@ fn disk_usage(dir: &Path) -> u64 {
 
 #[test]
 fn t99_twenty_containers_of_one_image_store_its_layer_once() {
-    let node = node();
+    let node = OneNodeCluster::start();
     let names: Vec<String> = (0..20).map(|i| format!("many-{i}")).collect();
     for name in &names {
         node.apply(&pod_yaml(name, "exec sleep 3616", "", ""));
@@ -754,7 +673,7 @@ fn t99_twenty_containers_of_one_image_store_its_layer_once() {
 
 #[test]
 fn t96_an_image_built_from_a_dockerfile_runs() {
-    let node = node();
+    let node = OneNodeCluster::start();
     let context = node.cluster.env.root.path().join("build-context");
     std::fs::create_dir_all(&context).unwrap();
     std::fs::write(context.join("hello.txt"), "hello from a Dockerfile\n").unwrap();

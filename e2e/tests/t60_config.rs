@@ -4,88 +4,31 @@
 //! does not exist waits as CreateContainerConfigError until it is applied; nothing stays
 //! mounted once a pod is gone.
 
-use berth_e2e::cluster::Cluster;
-use berth_e2e::node::{mounts_under, Agent};
-use berth_e2e::{eventually, isolate_network};
+use berth_e2e::eventually;
+use berth_e2e::node::OneNodeCluster;
+use berth_e2e::Run;
 use serde_json::Value;
 use std::time::Duration;
 
-struct Node {
-    agent: Agent,
-    cluster: Cluster,
+/// Waits for the pod's containers all to be running (t30's `wait_running` waits for Ready).
+fn wait_running(node: &OneNodeCluster, name: &str) -> Value {
+    node.wait_for(name, "every container running", |p| {
+        p["status"]["phase"] == "Running"
+            && p["status"]["containerStatuses"]
+                .as_array()
+                .is_some_and(|s| s.iter().all(|c| c["state"]["running"].is_object()))
+    })
 }
 
-fn node() -> Node {
-    isolate_network();
-    let cluster = Cluster::with_hosts(2, 1, &[]);
-    berth_e2e::images::push_busybox(&cluster, 0, "busybox");
-    let agent = Agent::start(&cluster, 1, "node-1");
-    Node { agent, cluster }
+/// `berth exec [-c CONTAINER] POD -- COMMAND`.
+fn exec_run(node: &OneNodeCluster, pod: &str, container: Option<&str>, command: &[&str]) -> Run {
+    let flags = container.map(|c| vec!["-c", c]).unwrap_or_default();
+    node.exec_with(&flags, pod, command)
 }
 
-impl Node {
-    fn berth(&self, args: &[&str]) -> berth_e2e::Run {
-        self.cluster.berth_on(0, args)
-    }
-
-    fn apply(&self, yaml: &str) {
-        self.cluster.apply_on(0, yaml).ok();
-    }
-
-    fn pod(&self, name: &str) -> Option<Value> {
-        let run = self.berth(&["get", "pod", name, "-o", "json"]);
-        run.success()
-            .then(|| serde_json::from_str(&run.stdout()).ok())
-            .flatten()
-    }
-
-    fn wait_for(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let ok = eventually(Duration::from_secs(40), || {
-            self.pod(name).is_some_and(|p| check(&p))
-        });
-        let pod = self.pod(name);
-        assert!(
-            ok,
-            "pod {name}: {what} never happened; last seen:\n{pod:#?}"
-        );
-        pod.expect("seen")
-    }
-
-    fn wait_running(&self, name: &str) -> Value {
-        self.wait_for(name, "every container running", |p| {
-            p["status"]["phase"] == "Running"
-                && p["status"]["containerStatuses"]
-                    .as_array()
-                    .is_some_and(|s| s.iter().all(|c| c["state"]["running"].is_object()))
-        })
-    }
-
-    /// `berth exec POD [-c CONTAINER] -- COMMAND`, its stdout (the command must succeed).
-    fn exec(&self, pod: &str, container: Option<&str>, command: &[&str]) -> String {
-        self.exec_run(pod, container, command).ok().stdout()
-    }
-
-    fn exec_run(&self, pod: &str, container: Option<&str>, command: &[&str]) -> berth_e2e::Run {
-        let mut exec = self.cluster.network.hosts[0].command(&berth_e2e::cluster::berth_binary());
-        exec.args(["--server", &self.cluster.addr(0), "exec"]);
-        if let Some(container) = container {
-            exec.args(["-c", container]);
-        }
-        exec.args([pod, "--"]).args(command);
-        berth_e2e::Run(
-            exec.stdin(std::process::Stdio::null())
-                .output()
-                .expect("run berth exec"),
-        )
-    }
-
-    /// Mounts a pod may leave on the node (the node's own netns mount stays).
-    fn pod_mounts(&self) -> Vec<String> {
-        mounts_under(&self.agent.data_dir)
-            .into_iter()
-            .filter(|m| !m.ends_with("/network/netns"))
-            .collect()
-    }
+/// [`exec_run`]'s stdout (the command must succeed).
+fn exec(node: &OneNodeCluster, pod: &str, container: Option<&str>, command: &[&str]) -> String {
+    exec_run(node, pod, container, command).ok().stdout()
 }
 
 fn waiting(pod: &Value, container: usize) -> (String, String) {
@@ -184,10 +127,10 @@ spec:
 
 #[test]
 fn t10_config_maps_and_secrets_reach_env_and_volumes() {
-    let node = node();
+    let node = OneNodeCluster::start();
     node.apply(CONFIG);
     node.apply(POD);
-    let pod = node.wait_running("configured");
+    let pod = wait_running(&node, "configured");
     let pod_ip = pod["status"]["podIP"]
         .as_str()
         .expect("a pod IP")
@@ -197,12 +140,12 @@ fn t10_config_maps_and_secrets_reach_env_and_volumes() {
     // API, `$(VAR)` expansion; an optional reference to nothing sets nothing. An exec gets
     // the container's env; the main process has it too, but its shell drops names that are
     // no shell variables (CFG_app.conf).
-    let main_env = node.exec("configured", None, &["cat", "/proc/1/environ"]);
+    let main_env = exec(&node, "configured", None, &["cat", "/proc/1/environ"]);
     assert!(
         main_env.split('\0').any(|e| e == "URL=fast://s3cret"),
         "{main_env:?}"
     );
-    let environ = node.exec("configured", None, &["cat", "/proc/self/environ"]);
+    let environ = exec(&node, "configured", None, &["cat", "/proc/self/environ"]);
     let env: Vec<&str> = environ.split('\0').collect();
     for expected in [
         "MODE=fast".to_string(),
@@ -232,14 +175,13 @@ fn t10_config_maps_and_secrets_reach_env_and_volumes() {
 
     // A configMap volume with items (nested path, mode), read-only; a subPath of it.
     let sh = |container: Option<&str>, script: &str| {
-        node.exec("configured", container, &["sh", "-c", script])
+        exec(&node, "configured", container, &["sh", "-c", script])
     };
     assert_eq!(sh(None, "cat /etc/app/conf/app.conf"), "level=3\n");
     assert_eq!(sh(None, "ls /etc/app"), "conf\n");
     assert_eq!(sh(None, "stat -L -c %a /etc/app/conf/app.conf"), "600\n");
     assert_eq!(sh(None, "cat /etc/app.conf"), "level=3\n");
-    node.exec_run("configured", None, &["touch", "/etc/app/new"])
-        .failed();
+    exec_run(&node, "configured", None, &["touch", "/etc/app/new"]).failed();
     // A secret volume: on a tmpfs, files 0400.
     assert_eq!(
         sh(None, "cat /etc/creds/password /etc/creds/token"),
@@ -276,14 +218,18 @@ fn t10_config_maps_and_secrets_reach_env_and_volumes() {
     assert_eq!(sh(None, "cat /shared/note"), "from-writer\n");
     sh(Some("writer"), "echo deep > /sub/file");
     assert_eq!(sh(None, "cat /shared/nested/dir/file"), "deep\n");
-    node.exec_run("configured", Some("writer"), &["touch", "/ro/x"])
-        .failed();
+    exec_run(&node, "configured", Some("writer"), &["touch", "/ro/x"]).failed();
 
     // A changed ConfigMap reaches the volume (the kubelet's refresh), through a new ..data.
     node.apply(&CONFIG.replace("level=3", "level=4"));
     let refreshed = eventually(Duration::from_secs(40), || {
-        node.exec_run("configured", None, &["cat", "/etc/app/conf/app.conf"])
-            .stdout()
+        exec_run(
+            &node,
+            "configured",
+            None,
+            &["cat", "/etc/app/conf/app.conf"],
+        )
+        .stdout()
             == "level=4\n"
     });
     assert!(refreshed, "the configMap volume was not refreshed");
@@ -298,7 +244,7 @@ fn t10_config_maps_and_secrets_reach_env_and_volumes() {
 
 #[test]
 fn t20_a_missing_config_map_holds_the_container_until_it_is_applied() {
-    let node = node();
+    let node = OneNodeCluster::start();
     node.apply(
         r#"apiVersion: v1
 kind: Pod
@@ -359,7 +305,7 @@ spec:
     node.apply(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: late}\ndata: {greeting: hello}\n",
     );
-    node.wait_running("patient");
+    wait_running(&node, "patient");
     let logs = eventually(Duration::from_secs(10), || {
         node.berth(&["logs", "patient"]).stdout() == "greeting=hello\n"
     });
@@ -367,13 +313,13 @@ spec:
     node.apply(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: late-volume}\ndata: {a.txt: A}\n",
     );
-    node.wait_running("mounting");
-    assert_eq!(node.exec("mounting", None, &["cat", "/cfg/a.txt"]), "A");
+    wait_running(&node, "mounting");
+    assert_eq!(exec(&node, "mounting", None, &["cat", "/cfg/a.txt"]), "A");
 }
 
 #[test]
 fn t30_a_pod_deleted_while_the_agent_is_down_leaves_no_volume_mounted() {
-    let mut node = node();
+    let mut node = OneNodeCluster::start();
     node.apply(CONFIG);
     node.apply(
         r#"apiVersion: v1
@@ -397,9 +343,9 @@ spec:
     - {name: mem, mountPath: /mem}
 "#,
     );
-    let pod = node.wait_running("orphan");
+    let pod = wait_running(&node, "orphan");
     let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
-    let volume_mounts = |node: &Node| {
+    let volume_mounts = |node: &OneNodeCluster| {
         node.pod_mounts()
             .into_iter()
             .filter(|m| m.contains("/volumes/"))
@@ -409,9 +355,9 @@ spec:
     // An agent restart finds its volumes as they are and takes them over.
     node.agent.kill();
     node.agent.restart(&node.cluster);
-    node.wait_running("orphan");
+    wait_running(&node, "orphan");
     assert_eq!(
-        node.exec("orphan", None, &["cat", "/sec/password"]),
+        exec(&node, "orphan", None, &["cat", "/sec/password"]),
         "s3cret"
     );
     assert_eq!(volume_mounts(&node).len(), 2, "{:?}", node.pod_mounts());

@@ -696,10 +696,7 @@ fn env_var(var: &EnvVar, path: &str, errors: &mut Errors) {
     }
     if let Some(resource_ref) = &source.resource_field_ref {
         let resource = resource_ref.resource.as_str();
-        if !matches!(
-            resource,
-            "limits.cpu" | "limits.memory" | "requests.cpu" | "requests.memory"
-        ) {
+        if !ENV_RESOURCES.contains(&resource) {
             errors.add(
                 format!("{path}.resourceFieldRef.resource"),
                 format!(
@@ -742,28 +739,41 @@ fn env_var(var: &EnvVar, path: &str, errors: &mut Errors) {
     }
 }
 
-/// The downward API fields env can read (what the node agent resolves).
-fn is_env_field_path(path: &str) -> bool {
-    let subscript = ["metadata.labels['", "metadata.annotations['"]
+/// The downward API's `fieldRef` paths env supports: what the node agent resolves. `KEY`
+/// stands for any label or annotation key (not empty).
+pub const ENV_FIELD_PATHS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "metadata.labels['KEY']",
+    "metadata.annotations['KEY']",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.podIP",
+    "status.podIPs",
+    "status.hostIP",
+    "status.hostIPs",
+];
+
+/// The `resourceFieldRef` resources env supports: what the node agent resolves.
+pub const ENV_RESOURCES: &[&str] = &[
+    "limits.cpu",
+    "limits.memory",
+    "requests.cpu",
+    "requests.memory",
+];
+
+/// Whether env can take `path` from the pod: one of [`ENV_FIELD_PATHS`].
+pub fn is_env_field_path(path: &str) -> bool {
+    ENV_FIELD_PATHS
         .iter()
-        .any(|prefix| {
-            path.strip_prefix(prefix)
-                .and_then(|rest| rest.strip_suffix("']"))
-                .is_some_and(|key| !key.is_empty())
-        });
-    subscript
-        || matches!(
-            path,
-            "metadata.name"
-                | "metadata.namespace"
-                | "metadata.uid"
-                | "spec.nodeName"
-                | "spec.serviceAccountName"
-                | "status.podIP"
-                | "status.podIPs"
-                | "status.hostIP"
-                | "status.hostIPs"
-        )
+        .any(|pattern| match pattern.split_once("KEY") {
+            Some((prefix, suffix)) => path
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix(suffix))
+                .is_some_and(|key| !key.is_empty()),
+            None => path == *pattern,
+        })
 }
 
 fn env_from(source: &EnvFromSource, path: &str, errors: &mut Errors) {

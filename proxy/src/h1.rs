@@ -41,9 +41,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Sleep;
 
 /// How long a client connection may wait for (the rest of) a request head, idle keep-alive
-/// included (hyper's header read timeout).
+/// included (hyper's header read timeout): closed after 30 to 60 s without a request.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// The client connection's read buffer: heads, and request bodies on their way through.
 const CLIENT_BUFFER: usize = 16 * 1024;
@@ -64,6 +65,12 @@ pub(crate) async fn serve<S>(
     let listener = service.clone();
     let closed = listener.closed();
     tokio::pin!(closed);
+    let mut timers = Timers {
+        idle: Box::pin(tokio::time::sleep(HEAD_TIMEOUT)),
+        idle_since: 0,
+        request: Box::pin(tokio::time::sleep(service.request_timeout)),
+        request_armed: 0,
+    };
     let mut session = Session {
         stream,
         service,
@@ -74,10 +81,11 @@ pub(crate) async fn serve<S>(
         head: Vec::with_capacity(1024),
         out: Vec::with_capacity(1024),
         tried: Vec::new(),
+        exchanges: 0,
         body_taken: false,
         body_sent: false,
     };
-    if session.run(closed.as_mut()).await == End::Fallback {
+    if session.run(closed.as_mut(), &mut timers).await == End::Fallback {
         let Session {
             stream,
             service,
@@ -110,10 +118,24 @@ struct Session<S> {
     /// The head to send to the client.
     out: Vec<u8>,
     tried: Vec<SocketAddr>,
+    /// Exchanges begun on the connection: what the timers check against.
+    exchanges: u64,
     /// Bytes of the current request's body left `buf`: it cannot be sent again.
     body_taken: bool,
     /// The current request's body went to the endpoint whole.
     body_sent: bool,
+}
+
+/// The connection's two timers, armed once and re-armed only when they fire, so that a
+/// request costs no timer registration. A timer armed for an earlier exchange fires early:
+/// it is then re-armed for the current one.
+struct Timers {
+    /// Head wait: fires with no exchange since `idle_since` (a count of exchanges): idle.
+    idle: Pin<Box<Sleep>>,
+    idle_since: u64,
+    /// Request timeout of the exchange numbered `request_armed`.
+    request: Pin<Box<Sleep>>,
+    request_armed: u64,
 }
 
 /// A response head from an endpoint, and what the exchange holds until its body is through.
@@ -122,6 +144,8 @@ struct Answer {
     lease: Lease,
     upstream: Upstream,
     response: ResponseHead,
+    /// When the response head was in.
+    answered: Instant,
 }
 
 /// Why a request got no answer from an endpoint.
@@ -170,7 +194,11 @@ impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async fn run(&mut self, mut closed: Pin<&mut impl Future<Output = ()>>) -> End {
+    async fn run(
+        &mut self,
+        mut closed: Pin<&mut impl Future<Output = ()>>,
+        timers: &mut Timers,
+    ) -> End {
         let mut closing = false;
         loop {
             let head = loop {
@@ -195,20 +223,25 @@ where
                     return End::Closed;
                 }
                 reserve(&mut self.buf, CLIENT_BUFFER);
-                let read = tokio::time::timeout(HEAD_TIMEOUT, self.stream.read_buf(&mut self.buf));
                 tokio::select! {
                     biased;
                     () = closed.as_mut(), if !closing => closing = true,
-                    read = read => match read {
-                        Ok(Ok(n)) if n > 0 => {}
-                        // Closed, broken, or idle too long.
+                    read = self.stream.read_buf(&mut self.buf) => match read {
+                        Ok(n) if n > 0 => {}
                         _ => return End::Closed,
                     },
+                    () = timers.idle.as_mut() => {
+                        if timers.idle_since == self.exchanges {
+                            return End::Closed;
+                        }
+                        timers.idle_since = self.exchanges;
+                        timers.idle.as_mut().reset((Instant::now() + HEAD_TIMEOUT).into());
+                    }
                 }
             };
             let mut head = head;
             head.keep_alive &= !closing;
-            if !self.exchange(head).await {
+            if !self.exchange(head, timers).await {
                 let _ = self.stream.shutdown().await;
                 return End::Closed;
             }
@@ -216,7 +249,7 @@ where
     }
 
     /// One request and its response; returns whether the connection stays open.
-    async fn exchange(&mut self, head: RequestHead) -> bool {
+    async fn exchange(&mut self, head: RequestHead, timers: &mut Timers) -> bool {
         let service = self.service.clone();
         let start = Instant::now();
         service.stats.requests.fetch_add(1, Relaxed);
@@ -225,10 +258,31 @@ where
         self.buf.advance(head.len);
         self.body_taken = false;
         self.body_sent = head.framing.is_empty();
-        let forwarded =
-            tokio::time::timeout(service.request_timeout, self.forward(&service, &head));
-        let forwarded = forwarded.await.unwrap_or(Err(Failure::Timeout));
-        service.stats.latency.observe(start.elapsed());
+        self.exchanges += 1;
+        let exchange = self.exchanges;
+        // Dropped before the answer is used: it borrows the session.
+        let forwarded = {
+            let forward = self.forward(&service, &head, start);
+            tokio::pin!(forward);
+            loop {
+                tokio::select! {
+                    biased;
+                    forwarded = forward.as_mut() => break forwarded,
+                    () = timers.request.as_mut() => {
+                        if timers.request_armed == exchange {
+                            break Err(Failure::Timeout);
+                        }
+                        timers.request_armed = exchange;
+                        timers.request.as_mut().reset((start + service.request_timeout).into());
+                    }
+                }
+            }
+        };
+        let answered = match &forwarded {
+            Ok(answer) => answer.answered,
+            Err(_) => Instant::now(),
+        };
+        service.stats.latency.observe(answered - start);
         let mut answer = match forwarded {
             Ok(answer) => answer,
             Err(failure) => {
@@ -264,6 +318,7 @@ where
                     lease,
                     upstream,
                     response,
+                    ..
                 } = answer;
                 if response.reusable && upstream.buf.is_empty() {
                     endpoint.pool().checkin_upstream(upstream);
@@ -286,6 +341,7 @@ where
         &mut self,
         service: &ServicePort,
         head: &RequestHead,
+        start: Instant,
     ) -> Result<Answer, Failure> {
         let replayable = head.framing.is_empty() && head.idempotent;
         self.tried.clear();
@@ -313,7 +369,11 @@ where
                 }
             };
             let lease = Lease::new(endpoint.clone());
-            let sent = Instant::now();
+            let sent = if attempts == 1 && !fresh {
+                start
+            } else {
+                Instant::now()
+            };
             let checkout =
                 endpoint
                     .pool()
@@ -332,12 +392,14 @@ where
             };
             let (error, answered) = match exchanged {
                 Ok(response) => {
-                    service.record(&endpoint, sent.elapsed(), response.status >= 500);
+                    let answered = Instant::now();
+                    service.record(&endpoint, answered - sent, response.status >= 500);
                     return Ok(Answer {
                         endpoint,
                         lease,
                         upstream,
                         response,
+                        answered,
                     });
                 }
                 Err(Broken::Client(failure)) => return Err(failure),

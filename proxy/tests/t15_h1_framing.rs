@@ -194,6 +194,7 @@ fn pattern(len: usize) -> Vec<u8> {
 ///   /large/N        N bytes (Content-Length); /large-chunked/N the same, chunked
 ///   /status/N       status N without a body (a 304 says content-length: 5 all the same)
 ///   /until-close    a body without framing, ended by closing the connection
+///   /hang           no answer at all
 async fn endpoint() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -277,6 +278,10 @@ async fn answer(wire: &mut Wire, request: &Message) -> bool {
         "status" => out.extend_from_slice(
             format!("HTTP/1.1 {n} Status\r\ncontent-length: 5\r\nx-status: {n}\r\n\r\n").as_bytes(),
         ),
+        "hang" => {
+            // Never answers; the connection stays open.
+            std::future::pending::<()>().await;
+        }
         "until-close" => {
             wire.send(b"HTTP/1.1 200 OK\r\n\r\nuntil ").await;
             wire.send(b"the end").await;
@@ -289,6 +294,13 @@ async fn answer(wire: &mut Wire, request: &Message) -> bool {
 }
 
 async fn proxy_to(endpoint: SocketAddr) -> (Proxy, SocketAddr) {
+    proxy_with(endpoint, |_| {}).await
+}
+
+async fn proxy_with(
+    endpoint: SocketAddr,
+    configure: impl FnOnce(&mut ListenerConfig),
+) -> (Proxy, SocketAddr) {
     let proxy = Proxy::new().unwrap();
     let mut config = ListenerConfig::new(
         "default/web:http",
@@ -296,6 +308,7 @@ async fn proxy_to(endpoint: SocketAddr) -> (Proxy, SocketAddr) {
         Mode::Http,
     );
     config.endpoints = vec![endpoint];
+    configure(&mut config);
     let addr = proxy.listen(config).await.unwrap();
     (proxy, addr)
 }
@@ -515,5 +528,33 @@ fn what_the_fast_path_leaves_to_hyper_still_works() {
         client.send(b"hi").await;
         let response = client.read(false, false).await.unwrap();
         assert_eq!((response.status, response.body.as_slice()), (200, &b"hi"[..]));
+    });
+}
+
+#[test]
+fn a_request_without_an_answer_times_out_and_the_connection_goes_on() {
+    isolated_runtime().block_on(async {
+        let (proxy, addr) = proxy_with(endpoint().await, |config| {
+            config.request_timeout_ms = 300;
+        })
+        .await;
+        let mut client = Wire::connect(addr).await;
+        for _ in 0..2 {
+            client
+                .send(b"GET /hang HTTP/1.1\r\nHost: web\r\n\r\n")
+                .await;
+            let response = client.read(false, false).await.unwrap();
+            assert_eq!(response.status, 504);
+            // Each request gets its own full timeout, however long the connection has been up.
+            client
+                .send(b"GET /large/2 HTTP/1.1\r\nHost: web\r\n\r\n")
+                .await;
+            assert_eq!(client.read(false, false).await.unwrap().body, b"ab");
+        }
+        let metrics = proxy.render_metrics();
+        assert!(
+            metrics.contains("berth_proxy_service_errors_total{service=\"default/web:http\"} 2\n"),
+            "{metrics}"
+        );
     });
 }

@@ -39,16 +39,9 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| crate::client::data_home().join("agent"));
-    let name = match args.name {
-        Some(name) => name,
-        None => nix::unistd::gethostname()
-            .context("reading the host name (or pass --name)")?
-            .to_string_lossy()
-            .to_string(),
-    };
     let config = AgentConfig {
         servers,
-        name,
+        name: node_name(args.name)?,
         data_dir,
         listen: args.listen,
         address: args.address,
@@ -57,14 +50,29 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
         proxy: !args.no_proxy,
         proxy_metrics: Some(args.proxy_metrics),
     };
+    berth_node_agent::agent::run(config, stop_signal()?).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The node's name: the one given, else the host name (`berth up` names its node so too).
+pub fn node_name(given: Option<String>) -> Result<String> {
+    match given {
+        Some(name) => Ok(name),
+        None => Ok(nix::unistd::gethostname()
+            .context("reading the host name (or pass --name)")?
+            .to_string_lossy()
+            .to_string()),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    let shutdown = async move {
+    Ok(async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
         }
-    };
-    berth_node_agent::agent::run(config, shutdown).await?;
-    Ok(ExitCode::SUCCESS)
+    })
 }

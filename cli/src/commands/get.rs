@@ -1,6 +1,6 @@
 //! `berth get KIND[,KIND] [NAME...] [-n NS | -A] [-l SELECTOR] [-o yaml|json|wide|name] [-w]`
 
-use crate::client;
+use crate::client::{self, Next, Watched};
 use crate::output::{self, TableOptions};
 use anyhow::{bail, Result};
 use berth_proto::pb::api_client::ApiClient;
@@ -211,56 +211,34 @@ async fn watch(
     api: &mut ApiClient<Channel>,
     kind: Kind,
     query: &Query,
-    mut revision: u64,
+    revision: u64,
     format: Option<Format>,
     options: &TableOptions,
 ) -> Result<()> {
-    use futures::StreamExt;
-    // A stream the server ends (it restarted, say) is picked up again from the last revision,
-    // through whichever of the given members answers.
-    loop {
-        let request = WatchRequest {
-            kind: kind.as_str().to_string(),
-            namespace: query.namespace_for(kind),
-            label_selector: query.selector.clone(),
-            from_revision: revision,
-        };
-        let mut stream = match api.watch(request).await {
-            Ok(stream) => stream.into_inner(),
-            Err(status) if client::member_unavailable(&status) => {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                *api = client::connect(server.clone()).await?;
-                continue;
+    let request = WatchRequest {
+        kind: kind.as_str().to_string(),
+        namespace: query.namespace_for(kind),
+        label_selector: query.selector.clone(),
+        from_revision: revision,
+    };
+    client::follow_watch(server, api, request, async |api, watched| match watched {
+        Watched::Event(event) => {
+            let object = client::decode(&event.object)?;
+            if query.wants(&object) {
+                print_event(event.r#type(), &object, format, options)?;
             }
-            Err(status) => return Err(client::server_error(status)),
-        };
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(event) => {
-                    revision = event.revision;
-                    let object = client::decode(&event.object)?;
-                    if query.wants(&object) {
-                        print_event(event.r#type(), &object, format, options)?;
-                    }
-                }
-                Err(status) if status.code() == tonic::Code::OutOfRange => {
-                    // History gone: start over from a fresh list.
-                    let (objects, fresh) = fetch(api, kind, query).await?;
-                    for object in &objects {
-                        print_event(EventType::Modified, object, format, options)?;
-                    }
-                    revision = fresh;
-                    break;
-                }
-                Err(status) if client::member_unavailable(&status) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    *api = client::connect(server.clone()).await?;
-                    break;
-                }
-                Err(status) => return Err(client::server_error(status)),
-            }
+            Ok(Next::Continue)
         }
-    }
+        Watched::Expired => {
+            // History gone: start over from a fresh list.
+            let (objects, fresh) = fetch(api, kind, query).await?;
+            for object in &objects {
+                print_event(EventType::Modified, object, format, options)?;
+            }
+            Ok(Next::Relisted(fresh))
+        }
+    })
+    .await
 }
 
 fn print_event(

@@ -19,8 +19,9 @@
 //!
 //! Every write is conditional on the resourceVersion read ([`edit_object`]).
 
-use super::scale::{edit_object, get_value, parse_targets};
-use crate::{client, output};
+use super::scale::{edit_object, for_each_object, get_value, parse_targets};
+use crate::client::{self, Next, Watched};
+use crate::output;
 use anyhow::{bail, Context, Result};
 use berth_control_plane::controllers::deployment::{
     revision as revision_of, template_of_revision, DESIRED_REPLICAS_ANNOTATION,
@@ -140,26 +141,23 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
         Command::History(args) => history(server, args).await,
         Command::Undo(args) => {
             let to_revision = args.to_revision;
-            for_each(server, args.target, |api, key| {
-                Box::pin(async move { undo(api, &key, to_revision).await })
+            for_each(server, args.target, async |api, key| {
+                undo(api, key, to_revision).await
             })
             .await
         }
         Command::Restart(targets) => {
-            for_each(server, targets, |api, key| {
-                Box::pin(async move { restart(api, &key).await })
-            })
-            .await
+            for_each(server, targets, async |api, key| restart(api, key).await).await
         }
         Command::Pause(targets) => {
-            for_each(server, targets, |api, key| {
-                Box::pin(async move { set_paused(api, &key, true).await })
+            for_each(server, targets, async |api, key| {
+                set_paused(api, key, true).await
             })
             .await
         }
         Command::Resume(targets) => {
-            for_each(server, targets, |api, key| {
-                Box::pin(async move { set_paused(api, &key, false).await })
+            for_each(server, targets, async |api, key| {
+                set_paused(api, key, false).await
             })
             .await
         }
@@ -200,32 +198,15 @@ fn resource_string(key: &ObjectKey) -> String {
     format!("{kind} {:?}", key.name)
 }
 
-type Step<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String>> + Send + 'a>>;
-
-/// Runs `step` on each named Deployment, printing `deployment.apps/NAME <what it did>` or the
-/// error; like kubectl, one failure does not stop the others, and fails the command.
+/// Runs `step` on each named Deployment (see [`for_each_object`]).
 async fn for_each(
     server: Option<String>,
     targets: Targets,
-    step: impl for<'a> Fn(&'a mut ApiClient<Channel>, ObjectKey) -> Step<'a>,
+    step: impl AsyncFnMut(&mut ApiClient<Channel>, &ObjectKey) -> Result<String>,
 ) -> Result<ExitCode> {
     let keys = deployments(&targets)?;
     let mut api = client::connect(server).await?;
-    let mut failed = false;
-    for key in keys {
-        match step(&mut api, key.clone()).await {
-            Ok(done) => println!("{} {done}", client::display_name(&key)),
-            Err(error) => {
-                eprintln!("error: {error:#}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(for_each_object(&mut api, keys, step).await)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(value: Value, key: &ObjectKey) -> Result<T> {
@@ -495,7 +476,6 @@ async fn follow(
     watch: bool,
     wanted_revision: i64,
 ) -> Result<ExitCode> {
-    use futures::StreamExt;
     let mut last = String::new();
     let mut report = |deployment: &Deployment| -> Result<bool> {
         let (line, done) = rollout_status(deployment, wanted_revision)?;
@@ -506,64 +486,46 @@ async fn follow(
         }
         Ok(done)
     };
-    let (deployment, mut revision) = current(api, key).await?;
+    let (deployment, revision) = current(api, key).await?;
     if report(&deployment)? || !watch {
         return Ok(ExitCode::SUCCESS);
     }
-    // Watch from the revision the list was read at: no change in between is missed. A stream
-    // that ends (its member went away) is resumed from the last revision seen.
-    loop {
-        let request = WatchRequest {
-            kind: Kind::Deployment.as_str().to_string(),
-            namespace: key.namespace.clone(),
-            label_selector: String::new(),
-            from_revision: revision,
-        };
-        let mut stream = match api.watch(request).await {
-            Ok(stream) => stream.into_inner(),
-            Err(status) if client::member_unavailable(&status) => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                *api = client::connect(server.clone()).await?;
-                continue;
+    // Watch from the revision the list was read at: no change in between is missed.
+    let request = WatchRequest {
+        kind: Kind::Deployment.as_str().to_string(),
+        namespace: key.namespace.clone(),
+        label_selector: String::new(),
+        from_revision: revision,
+    };
+    client::follow_watch(server, api, request, async |api, watched| match watched {
+        Watched::Event(event) => {
+            let Resource::Deployment(deployment) = client::decode(&event.object)? else {
+                return Ok(Next::Continue);
+            };
+            if deployment.metadata.name.as_deref() != Some(key.name.as_str()) {
+                return Ok(Next::Continue);
             }
-            Err(status) => return Err(client::server_error(status)),
-        };
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(event) => {
-                    revision = event.revision;
-                    let Resource::Deployment(deployment) = client::decode(&event.object)? else {
-                        continue;
-                    };
-                    if deployment.metadata.name.as_deref() != Some(key.name.as_str()) {
-                        continue;
-                    }
-                    if event.r#type() == EventType::Deleted {
-                        // Following a namesake made later would report on the wrong object.
-                        bail!("object has been deleted");
-                    }
-                    if report(&deployment)? {
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                }
-                Err(status) if status.code() == tonic::Code::OutOfRange => {
-                    // The history is gone: start over from what is there now.
-                    let (deployment, fresh) = current(api, key).await?;
-                    if report(&deployment)? {
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    revision = fresh;
-                    break;
-                }
-                Err(status) if client::member_unavailable(&status) => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    *api = client::connect(server.clone()).await?;
-                    break;
-                }
-                Err(status) => return Err(client::server_error(status)),
+            if event.r#type() == EventType::Deleted {
+                // Following a namesake made later would report on the wrong object.
+                bail!("object has been deleted");
             }
+            Ok(if report(&deployment)? {
+                Next::Done(ExitCode::SUCCESS)
+            } else {
+                Next::Continue
+            })
         }
-    }
+        Watched::Expired => {
+            // The history is gone: start over from what is there now.
+            let (deployment, fresh) = current(api, key).await?;
+            Ok(if report(&deployment)? {
+                Next::Done(ExitCode::SUCCESS)
+            } else {
+                Next::Relisted(fresh)
+            })
+        }
+    })
+    .await
 }
 
 /// The Deployment as it is now, and the store revision it was read at (a list is read at one

@@ -2,8 +2,9 @@
 //! Deployments and ReplicaSets, as `kubectl scale` does.
 //!
 //! Also home of what `berth rollout` shares with it: naming objects kubectl's two ways
-//! (`deploy a b` and `deploy/a rs/b`) and changing an object conditionally on the version read
-//! ([`edit_object`]), so a controller's concurrent write is never overwritten.
+//! (`deploy a b` and `deploy/a rs/b`), changing an object conditionally on the version read
+//! ([`edit_object`]), so a controller's concurrent write is never overwritten, and acting on
+//! each named object in turn ([`for_each_object`]).
 
 use crate::client;
 use anyhow::{bail, Context, Result};
@@ -47,11 +48,12 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
     let namespace = args
         .namespace
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    let keys = targets
+        .into_iter()
+        .map(|(kind, name)| ObjectKey::new(kind, &namespace, &name));
     let mut api = client::connect(server).await?;
-    let mut failed = false;
-    for (kind, name) in targets {
-        let key = ObjectKey::new(kind, &namespace, &name);
-        let edit = edit_object(&mut api, &key, |object| {
+    let code = for_each_object(&mut api, keys, async |api, key| {
+        edit_object(api, key, |object| {
             let current = object["spec"]["replicas"].as_i64().unwrap_or(1);
             if let Some(expected) = args.current_replicas {
                 if current != expected {
@@ -64,21 +66,36 @@ pub async fn run(server: Option<String>, args: Args) -> Result<ExitCode> {
             object["spec"]["replicas"] = args.replicas.into();
             Ok(true)
         })
-        .await;
-        match edit {
-            // kubectl says "scaled" also when the count already was the one asked for.
-            Ok(_) => println!("{} scaled", client::display_name(&key)),
+        .await?;
+        // kubectl says "scaled" also when the count already was the one asked for.
+        Ok("scaled".to_string())
+    })
+    .await;
+    Ok(code)
+}
+
+/// Runs `step` on each object in turn, printing `KIND/NAME <what it did>` or the error; like
+/// kubectl, one failure does not stop the others, but fails the command.
+pub async fn for_each_object(
+    api: &mut ApiClient<Channel>,
+    keys: impl IntoIterator<Item = ObjectKey>,
+    mut step: impl AsyncFnMut(&mut ApiClient<Channel>, &ObjectKey) -> Result<String>,
+) -> ExitCode {
+    let mut failed = false;
+    for key in keys {
+        match step(api, &key).await {
+            Ok(done) => println!("{} {done}", client::display_name(&key)),
             Err(error) => {
                 eprintln!("error: {error:#}");
                 failed = true;
             }
         }
     }
-    Ok(if failed {
+    if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 /// The objects a command line names, kubectl's two ways: `TYPE NAME...` or `TYPE/NAME...`.

@@ -53,13 +53,7 @@ pub struct Args {
 
 pub async fn run(args: Args) -> Result<ExitCode> {
     let data_dir = args.data_dir.unwrap_or_else(client::data_home);
-    let name = match args.name {
-        Some(name) => name,
-        None => nix::unistd::gethostname()
-            .context("reading the host name (or pass --name)")?
-            .to_string_lossy()
-            .to_string(),
-    };
+    let name = super::agent::node_name(args.name)?;
 
     let mut config = MemberConfig::new(data_dir.join("server"));
     config.listen = args.listen;
@@ -102,14 +96,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         path.display()
     ));
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    let interrupted = async {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-    };
+    let interrupted = super::agent::stop_signal()?;
     tokio::pin!(interrupted);
 
     let mut agent_result = None;

@@ -192,10 +192,13 @@ fn write_loop(
         tracing::trace!(operations = group.len(), "log commit");
         super::stamp("log.commit.start", 0);
         let result = commit_group(db, &group).map_err(|e| e.to_string());
-        super::stamp("log.commit.end", group.iter().fold(0, |end, op| match op {
-            Op::Append(entries, _) => entries.last().map(|e| e.log_id.index).unwrap_or(end),
-            _ => end,
-        }));
+        super::stamp(
+            "log.commit.end",
+            group.iter().fold(0, |end, op| match op {
+                Op::Append(entries, _) => entries.last().map(|e| e.log_id.index).unwrap_or(end),
+                _ => end,
+            }),
+        );
         if let Err(error) = &result {
             tracing::error!("raft log write failed: {error}");
             if group.iter().any(|op| matches!(op, Op::Append(_, None))) {
@@ -318,7 +321,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         for (index, entry) in stored {
             entries.entry(index).or_insert(entry);
         }
-        super::stamp("log.read.end", entries.keys().next_back().copied().unwrap_or(0));
+        super::stamp(
+            "log.read.end",
+            entries.keys().next_back().copied().unwrap_or(0),
+        );
         Ok(entries.into_values().collect())
     }
 }
@@ -396,7 +402,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        super::stamp("log.append", entries.last().map(|e| e.log_id.index).unwrap_or(0));
+        super::stamp(
+            "log.append",
+            entries.last().map(|e| e.log_id.index).unwrap_or(0),
+        );
         {
             let mut pending = self.pending.lock().expect("pending log lock");
             for entry in &entries {

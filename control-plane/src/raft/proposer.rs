@@ -107,7 +107,10 @@ async fn propose_or_forward(
     }
     super::stamp("prop.write", 0);
     let r = raft.client_write(proposal).await;
-    super::stamp("prop.written", r.as_ref().map(|r| r.log_id.index).unwrap_or(0));
+    super::stamp(
+        "prop.written",
+        r.as_ref().map(|r| r.log_id.index).unwrap_or(0),
+    );
     match r {
         Ok(response) => Ok(response.data),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) if !may_forward => {

@@ -13,6 +13,7 @@
 
 use crate::runtime::spec::expand;
 use berth_proto::quantity;
+use berth_proto::validation::ENV_RESOURCES;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVarSource, Pod, Secret, Volume};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -276,32 +277,12 @@ fn value_from(
     ))
 }
 
-/// The downward API's `fieldRef` paths that env supports.
-pub const FIELD_PATHS: &[&str] = &[
-    "metadata.name",
-    "metadata.namespace",
-    "metadata.uid",
-    "metadata.labels['KEY']",
-    "metadata.annotations['KEY']",
-    "spec.nodeName",
-    "spec.serviceAccountName",
-    "status.podIP",
-    "status.podIPs",
-    "status.hostIP",
-    "status.hostIPs",
-];
-
 /// `metadata.labels['k']` → ("labels", "k").
 fn subscript(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix("metadata.")?;
     let (map, rest) = rest.split_once("['")?;
     let key = rest.strip_suffix("']")?;
     matches!(map, "labels" | "annotations").then_some((map, key))
-}
-
-/// Whether env can take `path` from the pod (what [`field_value`] answers).
-pub fn is_supported_field_path(path: &str) -> bool {
-    subscript(path).is_some() || FIELD_PATHS.iter().any(|p| !p.contains('[') && *p == path)
 }
 
 fn field_value(pod: &Pod, path: &str, facts: &PodFacts) -> Result<String, ConfigError> {
@@ -331,14 +312,6 @@ fn field_value(pod: &Pod, path: &str, facts: &PodFacts) -> Result<String, Config
     })
 }
 
-/// The `resourceFieldRef` resources env supports.
-pub const RESOURCES: &[&str] = &[
-    "limits.cpu",
-    "limits.memory",
-    "requests.cpu",
-    "requests.memory",
-];
-
 /// A container's limit or request divided by `divisor` (default 1), rounded up. A limit that
 /// is not set is the node's allocatable; a request that is not set is the limit if that is
 /// set (the API server's defaulting), else 0.
@@ -350,7 +323,7 @@ fn resource_value(
 ) -> Result<String, ConfigError> {
     let (kind, name) = resource
         .split_once('.')
-        .filter(|_| RESOURCES.contains(&resource))
+        .filter(|_| ENV_RESOURCES.contains(&resource))
         .ok_or_else(|| ConfigError::Resource(resource.to_string()))?;
     let requirements = container.resources.as_ref();
     let milli = |field: &str,
@@ -490,6 +463,7 @@ pub fn volume_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_proto::validation::{is_env_field_path, ENV_FIELD_PATHS};
     use k8s_openapi::api::core::v1::{
         ConfigMapEnvSource, ConfigMapKeySelector, ConfigMapVolumeSource, EmptyDirVolumeSource,
         EnvFromSource, EnvVar, KeyToPath, ObjectFieldSelector, PodSpec, ResourceFieldSelector,
@@ -757,12 +731,20 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(env_of(container).unwrap(), pairs(&paths));
-        for (path, _) in paths {
-            assert!(is_supported_field_path(path), "{path}");
+        // Every path the API server lets through resolves here.
+        for pattern in ENV_FIELD_PATHS {
+            let path = pattern.replace("KEY", "app");
+            assert!(is_env_field_path(&path), "{path}");
+            let container = Container {
+                name: "main".into(),
+                env: Some(vec![from("V", field(&path))]),
+                ..Default::default()
+            };
+            assert!(env_of(container).is_ok(), "{path}");
         }
-        assert!(!is_supported_field_path("metadata.labels"));
-        assert!(!is_supported_field_path("status.phase"));
-        assert!(!is_supported_field_path("metadata.labels['KEY']x"));
+        assert!(!is_env_field_path("metadata.labels"));
+        assert!(!is_env_field_path("status.phase"));
+        assert!(!is_env_field_path("metadata.labels['KEY']x"));
     }
 
     #[test]
