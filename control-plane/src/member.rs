@@ -1,8 +1,9 @@
 //! One control-plane member: its data directory, its Raft node and its gRPC server.
 //!
-//! The data directory holds `member.json` (who this member is), `berth.redb` (Raft log,
-//! vote, state machine, snapshot: one file, fsync'd on every log append) and `registry/`
-//! (the registry's blobs and uploads in progress).
+//! The data directory holds `member.json` (who this member is), `raft-log/` (the Raft log and
+//! vote: a write-ahead log synced on every append, see `raft::wal`), `berth.redb` (state
+//! machine and snapshot, made durable with each snapshot) and `registry/` (the registry's
+//! blobs and uploads in progress).
 //!
 //! One listener serves everything: the gRPC services (API, Raft, registry blobs between
 //! members) over HTTP/2 and the registry's HTTP API (`/v2/...`) over HTTP/1.1 or HTTP/2.
@@ -147,6 +148,7 @@ impl Departure {
 
 const IDENTITY_FILE: &str = "member.json";
 const STORE_FILE: &str = "berth.redb";
+const LOG_DIR: &str = "raft-log";
 const REGISTRY_DIR: &str = "registry";
 
 pub struct Member {
@@ -218,8 +220,8 @@ impl Member {
             (None, None) => 1,
         };
 
-        let store_path = dir.join(STORE_FILE);
-        let (raft, store, hub, store_file) = open_raft(id, &store_path, &config).await?;
+        let (raft, store, hub, store_file) =
+            open_raft(id, &dir.join(STORE_FILE), &dir.join(LOG_DIR), &config).await?;
 
         let barrier = crate::raft::leader::ReadBarrier::default();
         let contact = crate::raft::prevote::LeaderContact::default();
@@ -449,6 +451,7 @@ async fn join(peer: &str, addr: SocketAddr) -> Result<MemberId, MemberError> {
 async fn open_raft(
     id: MemberId,
     path: &Path,
+    log_path: &Path,
     config: &MemberConfig,
 ) -> Result<
     (
@@ -459,38 +462,25 @@ async fn open_raft(
     ),
     MemberError,
 > {
-    let store_error = |source: redb::Error| MemberError::Store {
-        path: path.to_path_buf(),
-        source,
-    };
-    let db = {
+    let store_error = |path: &Path| {
         let path = path.to_path_buf();
-        // A member stopped in this process lets go of the file a moment after its last
-        // reference goes (the close runs on the thread that dropped it): wait that out.
-        tokio::task::spawn_blocking(move || {
-            let mut attempts = 0;
-            loop {
-                match redb::Database::create(&path) {
-                    Err(redb::DatabaseError::DatabaseAlreadyOpen) if attempts < 50 => {
-                        attempts += 1;
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    result => break result,
-                }
-            }
-        })
-        .await
-        .map_err(|e| MemberError::Raft(e.to_string()))?
-        .map_err(|e| store_error(e.into()))?
+        move |source: redb::Error| MemberError::Store { path, source }
     };
-    let db = Arc::new(db);
+    let db = Arc::new(open_db(path).await?);
     let store_file = Arc::downgrade(&db);
-    let store = ObjectStore::new(db.clone(), config.watch_history).map_err(store_error)?;
+    let store = ObjectStore::new(db.clone(), config.watch_history).map_err(store_error(path))?;
     let hub = WatchHub::new(4096);
-    let log_store = LogStore::new(db.clone(), id).map_err(store_error)?;
+    // Replays the log, and waits for a member stopped in this process to let go of it.
+    let log_store = {
+        let (db, dir) = (db.clone(), log_path.to_path_buf());
+        tokio::task::spawn_blocking(move || LogStore::open(&dir, id, &db))
+            .await
+            .map_err(|e| MemberError::Raft(e.to_string()))?
+            .map_err(|e| store_error(log_path)(redb::Error::Io(e)))?
+    };
     let durable = log_store.durable();
     let state_machine = StateMachine::new(db, store.clone(), hub.clone())
-        .map_err(store_error)?
+        .map_err(store_error(path))?
         .applying_only_durable(durable.clone());
     let raft_config = openraft::Config {
         cluster_name: "berth".into(),
@@ -517,6 +507,31 @@ async fn open_raft(
     .await
     .map_err(|e| MemberError::Raft(e.to_string()))?;
     Ok((raft, store, hub, store_file))
+}
+
+/// Opens (or creates) a redb file. A member stopped in this process lets go of its files a
+/// moment after its last reference goes (the close runs on the thread that dropped it):
+/// that is waited out.
+async fn open_db(path: &Path) -> Result<redb::Database, MemberError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut attempts = 0;
+        loop {
+            match redb::Database::create(&owned) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if attempts < 50 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                result => break result,
+            }
+        }
+    })
+    .await
+    .map_err(|e| MemberError::Raft(e.to_string()))?
+    .map_err(|e| MemberError::Store {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })
 }
 
 /// Writes a small file so that a crash leaves either the old or the new content.

@@ -1,4 +1,5 @@
-//! openraft's storage conformance suite against berth's redb log and state machine.
+//! openraft's storage conformance suite against berth's log (write-ahead log) and state
+//! machine (redb).
 
 use berth_control_plane::raft::log_store::LogStore;
 use berth_control_plane::raft::state_machine::StateMachine;
@@ -16,7 +17,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RedbBuilder {
         let db =
             Arc::new(redb::Database::create(dir.path().join("berth.redb")).expect("create redb"));
         let store = ObjectStore::new(db.clone(), 1000).expect("object store");
-        let log = LogStore::new(db.clone(), 1).expect("log store");
+        let log = LogStore::open(&dir.path().join("raft-log"), 1, &db).expect("log store");
         let sm = StateMachine::new(db, store, WatchHub::new(16)).expect("state machine");
         Ok((dir, log, sm))
     }

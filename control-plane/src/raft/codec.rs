@@ -181,7 +181,7 @@ fn entry_len(entry: &Entry) -> usize {
         }
 }
 
-fn put_entry(out: &mut Vec<u8>, entry: &Entry) -> Result<(), CodecError> {
+pub(crate) fn put_entry(out: &mut Vec<u8>, entry: &Entry) -> Result<(), CodecError> {
     out.put_u8(TAG);
     put_log_id(out, &entry.log_id);
     match &entry.payload {

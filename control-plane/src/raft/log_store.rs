@@ -1,57 +1,62 @@
-//! The Raft log and the vote in redb, written by one writer thread that commits in groups.
+//! The Raft log and the vote: held in memory from the last purge on, written to the
+//! write-ahead log (`wal`) by one writer thread that syncs in groups.
 //!
 //! ```text
-//!  openraft ── append / truncate / purge / save_vote ──▶ writer thread ──▶ redb (fsync)
-//!      ▲                     │ entries readable at once                      │
-//!      └── log readers ◀── pending (in memory) ◀── dropped once durable ─────┘
+//!  openraft ── append / truncate / purge / save_vote ──▶ writer thread ──▶ wal (fdatasync)
+//!      ▲                     │ in memory at once                              │
+//!      └── log readers ◀── Log (entries, vote, commit index) ◀── callbacks ───┘
 //! ```
 //!
-//! openraft 0.9 appends one entry per client write; an fsync'd redb commit per entry would cap
-//! the store at one write per fsync. The writer thread instead drains every operation queued
-//! while the previous commit ran and makes them durable in one transaction, then tells
-//! openraft (the `LogFlushed` callbacks). Entries are readable from the moment `append`
-//! returns, as openraft requires: until their commit they are served from `pending`.
+//! openraft 0.9 appends one entry per client write; a sync per entry would cap the store at
+//! one write per sync. The writer thread instead drains every operation queued while the
+//! previous sync ran and makes them durable with one `fdatasync`, then tells openraft (the
+//! `LogFlushed` callbacks). Entries are readable from memory from the moment `append` returns,
+//! as openraft requires, with no disk read on the replication path. Memory holds the entries
+//! since the last purge: at most the snapshot threshold plus the entries kept after a
+//! snapshot (as etcd's in-memory raft log does).
 //!
-//! **The leader's own entries** are reported flushed at once, before their fsync. openraft
+//! **The leader's own entries** are reported flushed at once, before their sync. openraft
 //! 0.9 waits for the flush inside its core before replicating, so otherwise every write
-//! would pay the leader's fsync and then the followers' one after the other. Raft allows the
+//! would pay the leader's sync and then the followers' one after the other. Raft allows the
 //! leader to write its log in parallel with replicating (Ongaro's thesis §10.2.1, as etcd
 //! does) provided a commit decided before the leader's copy is durable is revealed to no one
 //! until it is: [`Durable`] gates the two places it could leave this member, the commit index
 //! sent to followers (`network.rs`) and the state machine (`state_machine.rs`). A follower's
 //! append is only ever reported once durable, since its answer counts toward the quorum.
+//!
+//! A failed write or sync stops the process (as etcd does): the file's state after it is
+//! unknown, and carrying on could acknowledge what is not durable.
 
-use super::{blocking, Entry, LogId, MemberId, StorageError, TypeConfig};
+use super::wal::{Record, Replayed, Wal};
+use super::{Entry, LogId, MemberId, StorageError, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{StorageIOError, Vote};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
-use std::collections::BTreeMap;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::fmt::Debug;
 use std::ops::RangeBounds;
+use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::oneshot;
 
-/// Log entries by index, in `codec`'s binary encoding (JSON in logs of earlier versions).
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-/// `vote`, `committed` and `last_purged`, as JSON.
-const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta");
+/// Where versions before the write-ahead log kept the log: tables of the store file.
+const LEGACY_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+const LEGACY_LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta");
 
-/// The most operations one commit takes; bounds the latency of the first of them.
+/// The most operations one sync takes; bounds the latency of the first of them.
 const MAX_GROUP: usize = 1024;
+
+/// The log as openraft sees it: every write is here before it is durable.
+type Log = Replayed;
 
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
-    /// Appended entries not yet durable, by index.
-    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    log: Arc<Mutex<Log>>,
     writer: mpsc::Sender<Op>,
     me: MemberId,
-    /// The vote last saved: tells the leader's own appends from a follower's.
-    vote: Arc<Mutex<Option<Vote<MemberId>>>>,
     durable: Durable,
 }
 
-/// How far this member's log is durable: the last index of the log as of its newest commit.
+/// How far this member's log is durable: the last index of the log as of its newest sync.
 #[derive(Clone)]
 pub struct Durable(tokio::sync::watch::Receiver<u64>);
 
@@ -64,7 +69,7 @@ impl Durable {
     }
 }
 
-type Done = oneshot::Sender<Result<(), String>>;
+type Done = oneshot::Sender<()>;
 
 /// A write, in the order openraft asked for it.
 enum Op {
@@ -73,45 +78,29 @@ enum Op {
     Truncate(u64, Done),
     Purge(LogId, Done),
     SaveVote(Vote<MemberId>, Done),
-    SaveCommitted(Option<LogId>, Done),
+    SaveCommitted(Option<LogId>),
 }
 
-fn read_err(e: impl std::error::Error + 'static) -> StorageError {
-    StorageIOError::read_logs(&e).into()
-}
 fn write_err(e: impl std::fmt::Display) -> StorageError {
     StorageIOError::write_logs(openraft::AnyError::error(e)).into()
 }
 
 impl LogStore {
-    /// The log of member `me`.
-    pub fn new(db: Arc<Database>, me: MemberId) -> Result<Self, redb::Error> {
-        let txn = db.begin_write()?;
-        txn.open_table(LOG)?;
-        txn.open_table(LOG_META)?;
-        txn.commit()?;
-        let last = {
-            let txn = db.begin_read()?;
-            let log = txn.open_table(LOG)?;
-            let last = log.last()?.map(|(index, _)| index.value());
-            last.unwrap_or(0)
-        };
-        let vote = Self::read_meta(&db, "vote")
-            .map_err(|e| redb::Error::Corrupted(format!("reading the vote: {e}")))?;
+    /// The log of member `me`, in directory `dir`. A log that `store` holds (versions before
+    /// the write-ahead log kept it there) is moved into `dir` first.
+    pub fn open(dir: &Path, me: MemberId, store: &Database) -> std::io::Result<Self> {
+        let (mut wal, mut log) = Wal::open(dir)?;
+        move_from_store(store, &mut wal, &mut log)?;
+        let last = log.entries.keys().next_back().copied().unwrap_or(0);
         let (durable_tx, durable) = tokio::sync::watch::channel(last);
-        let pending = Arc::new(Mutex::new(BTreeMap::new()));
         let (writer, ops) = mpsc::channel();
-        let (thread_db, thread_pending) = (db.clone(), pending.clone());
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || write_loop(&thread_db, &thread_pending, &durable_tx, ops))
-            .map_err(redb::Error::Io)?;
+            .spawn(move || write_loop(wal, &durable_tx, ops))?;
         Ok(LogStore {
-            db,
-            pending,
+            log: Arc::new(Mutex::new(log)),
             writer,
             me,
-            vote: Arc::new(Mutex::new(vote)),
             durable: Durable(durable),
         })
     }
@@ -120,9 +109,13 @@ impl LogStore {
         self.durable.clone()
     }
 
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().expect("raft log lock")
+    }
+
     /// Entries this member made as leader in its current term: only a leader appends those.
     fn are_own_as_leader(&self, entries: &[Entry]) -> bool {
-        let vote = *self.vote.lock().expect("vote lock");
+        let vote = self.log().vote;
         let Some(vote) =
             vote.filter(|v| v.is_committed() && v.leader_id().voted_for() == Some(self.me))
         else {
@@ -134,20 +127,6 @@ impl LogStore {
                 .all(|e| e.log_id.leader_id == *vote.leader_id())
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(
-        db: &Database,
-        name: &str,
-    ) -> Result<Option<T>, StorageError> {
-        let txn = db.begin_read().map_err(read_err)?;
-        let table = txn.open_table(LOG_META).map_err(read_err)?;
-        match table.get(name).map_err(read_err)? {
-            Some(bytes) => Ok(Some(
-                serde_json::from_slice(bytes.value()).map_err(read_err)?,
-            )),
-            None => Ok(None),
-        }
-    }
-
     /// Hands an operation to the writer and waits until it is durable.
     async fn write(&self, op: impl FnOnce(Done) -> Op) -> Result<(), StorageError> {
         let (done, result) = oneshot::channel();
@@ -156,26 +135,88 @@ impl LogStore {
             .map_err(|_| write_err("the log writer has stopped"))?;
         result
             .await
-            .map_err(|_| write_err("the log writer has stopped"))?
-            .map_err(write_err)
+            .map_err(|_| write_err("the log writer has stopped"))
     }
 }
 
-/// The writer thread: one transaction per group of queued operations.
-fn write_loop(
-    db: &Database,
-    pending: &Mutex<BTreeMap<u64, Entry>>,
-    durable: &tokio::sync::watch::Sender<u64>,
-    ops: mpsc::Receiver<Op>,
-) {
-    // The newest commit index not yet written: it rides along with the next commit rather
-    // than costing an fsync of its own (which would also hold redb's one write lock while
-    // the state machine waits to apply).
-    let mut committed: Option<Op> = None;
+/// Copies a log kept in the store file into the write-ahead log (one sync), then drops it
+/// from the store. A crash in between leaves both; the next open finds the write-ahead log
+/// holding the vote and only drops the old tables.
+fn move_from_store(store: &Database, wal: &mut Wal, log: &mut Log) -> std::io::Result<()> {
+    let io = |e: redb::Error| std::io::Error::other(format!("moving the Raft log: {e}"));
+    let read = store.begin_read().map_err(|e| io(e.into()))?;
+    let old_log = match read.open_table(LEGACY_LOG) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(io(e.into())),
+    };
+    if log.vote.is_none() {
+        let old_meta = match read.open_table(LEGACY_LOG_META) {
+            Ok(table) => Some(table),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(io(e.into())),
+        };
+        let meta = |name: &str| -> std::io::Result<Option<Vec<u8>>> {
+            match &old_meta {
+                Some(table) => Ok(table
+                    .get(name)
+                    .map_err(|e| io(e.into()))?
+                    .map(|v| v.value().to_vec())),
+                None => Ok(None),
+            }
+        };
+        let purged: Option<LogId> = meta("last_purged")?.map(|b| parse_json(&b)).transpose()?;
+        if let Some(purged) = purged {
+            wal.push(Record::Purge(purged))?;
+            log.purged = Some(purged);
+        }
+        for row in old_log.iter().map_err(|e| io(e.into()))? {
+            let (_, record) = row.map_err(|e| io(e.into()))?;
+            let entry = super::codec::decode_stored_entry(record.value())
+                .map_err(|e| io(redb::Error::Corrupted(e.to_string())))?;
+            wal.push(Record::Entry(&entry))?;
+            log.entries.insert(entry.log_id.index, entry);
+        }
+        let committed: Option<Option<LogId>> = meta("committed")?.map(|b| parse_json(&b)).transpose()?;
+        if let Some(committed) = committed {
+            wal.push(Record::Committed(committed))?;
+            log.committed = committed;
+        }
+        // Last: its presence tells a finished move.
+        let vote: Option<Vote<MemberId>> = meta("vote")?.map(|b| parse_json(&b)).transpose()?;
+        if let Some(vote) = vote {
+            wal.push(Record::Vote(vote))?;
+            log.vote = Some(vote);
+        }
+        wal.sync()?;
+        tracing::info!(
+            entries = log.entries.len(),
+            "moved the Raft log out of the store file"
+        );
+    }
+    drop(old_log);
+    drop(read);
+    let txn = store.begin_write().map_err(|e| io(e.into()))?;
+    txn.delete_table(LEGACY_LOG).map_err(|e| io(e.into()))?;
+    txn.delete_table(LEGACY_LOG_META)
+        .map_err(|e| io(e.into()))?;
+    txn.commit().map_err(|e| io(e.into()))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::io::Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| std::io::Error::other(format!("moving the Raft log: {e}")))
+}
+
+/// The writer thread: one sync per group of queued operations.
+fn write_loop(mut wal: Wal, durable: &tokio::sync::watch::Sender<u64>, ops: mpsc::Receiver<Op>) {
+    // The newest commit index not yet written: it rides along with the next sync rather
+    // than costing one of its own.
+    let mut committed: Option<Option<LogId>> = None;
     while let Ok(first) = ops.recv() {
         let mut group = Vec::new();
         let mut take = |op: Op, group: &mut Vec<Op>| match op {
-            Op::SaveCommitted(..) => committed = Some(op),
+            Op::SaveCommitted(c) => committed = Some(c),
             op => group.push(op),
         };
         take(first, &mut group);
@@ -188,103 +229,61 @@ fn write_loop(
         if group.is_empty() {
             continue;
         }
-        group.extend(committed.take());
-        tracing::trace!(operations = group.len(), "log commit");
+        let end_index = group.iter().fold(0, |end, op| match op {
+            Op::Append(entries, _) => entries.last().map(|e| e.log_id.index).unwrap_or(end),
+            _ => end,
+        });
         super::stamp("log.commit.start", 0);
-        let result = commit_group(db, &group).map_err(|e| e.to_string());
-        super::stamp(
-            "log.commit.end",
-            group.iter().fold(0, |end, op| match op {
-                Op::Append(entries, _) => entries.last().map(|e| e.log_id.index).unwrap_or(end),
-                _ => end,
-            }),
-        );
-        if let Err(error) = &result {
-            tracing::error!("raft log write failed: {error}");
-            if group.iter().any(|op| matches!(op, Op::Append(_, None))) {
-                // openraft was told these entries were durable; continuing would break
-                // that promise. A crash is what a failed fsync leaves anyway.
-                tracing::error!("the leader's entries were reported durable: stopping");
-                std::process::abort();
-            }
-        } else {
-            // Where the log ends now; before any callback, so that what they release finds
-            // the entries durable.
-            let end = group.iter().fold(None, |end, op| match op {
-                Op::Append(entries, _) => entries.last().map(|e| e.log_id.index).or(end),
-                Op::Truncate(index, _) => Some(index.saturating_sub(1)),
-                _ => end,
-            });
-            if let Some(end) = end {
-                durable.send_replace(end);
-            }
+        let result = write_group(&mut wal, &group, committed.take());
+        super::stamp("log.commit.end", end_index);
+        if let Err(error) = result {
+            tracing::error!("raft log write failed: {error}; stopping");
+            std::process::abort();
+        }
+        // Where the log ends now; before any callback, so that what they release finds the
+        // entries durable.
+        let end = group.iter().fold(None, |end, op| match op {
+            Op::Append(entries, _) => entries.last().map(|e| e.log_id.index).or(end),
+            Op::Truncate(index, _) => Some(index.saturating_sub(1)),
+            _ => end,
+        });
+        if let Some(end) = end {
+            durable.send_replace(end);
         }
         for op in group {
             match op {
-                Op::Append(entries, callback) => {
-                    if result.is_ok() {
-                        // Durable now: readers find them in redb. Keep any that a later
-                        // append replaced at the same index.
-                        let mut pending = pending.lock().expect("pending log lock");
-                        for entry in &entries {
-                            if pending
-                                .get(&entry.log_id.index)
-                                .is_some_and(|p| p.log_id == entry.log_id)
-                            {
-                                pending.remove(&entry.log_id.index);
-                            }
-                        }
-                    }
-                    if let Some(callback) = callback {
-                        callback.log_io_completed(result.clone().map_err(std::io::Error::other));
-                    }
-                }
-                Op::Truncate(_, done)
-                | Op::Purge(_, done)
-                | Op::SaveVote(_, done)
-                | Op::SaveCommitted(_, done) => {
-                    let _ = done.send(result.clone());
+                Op::Append(_, Some(callback)) => callback.log_io_completed(Ok(())),
+                Op::Append(_, None) | Op::SaveCommitted(_) => {}
+                Op::Truncate(_, done) | Op::Purge(_, done) | Op::SaveVote(_, done) => {
+                    let _ = done.send(());
                 }
             }
         }
     }
 }
 
-fn commit_group(db: &Database, group: &[Op]) -> Result<(), redb::Error> {
-    let txn: WriteTransaction = db.begin_write()?;
-    {
-        let mut log = txn.open_table(LOG)?;
-        let mut meta = txn.open_table(LOG_META)?;
-        for op in group {
-            match op {
-                Op::Append(entries, _) => {
-                    for entry in entries {
-                        let record = super::codec::encode_entry(entry)
-                            .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
-                        log.insert(entry.log_id.index, record.as_slice())?;
-                    }
-                }
-                Op::Truncate(index, _) => log.retain_in(*index.., |_, _| false)?,
-                Op::Purge(log_id, _) => {
-                    meta.insert("last_purged", json(log_id)?.as_slice())?;
-                    log.retain_in(..=log_id.index, |_, _| false)?;
-                }
-                Op::SaveVote(vote, _) => {
-                    meta.insert("vote", json(vote)?.as_slice())?;
-                }
-                Op::SaveCommitted(committed, _) => {
-                    meta.insert("committed", json(committed)?.as_slice())?;
+fn write_group(
+    wal: &mut Wal,
+    group: &[Op],
+    committed: Option<Option<LogId>>,
+) -> std::io::Result<()> {
+    for op in group {
+        match op {
+            Op::Append(entries, _) => {
+                for entry in entries {
+                    wal.push(Record::Entry(entry))?;
                 }
             }
+            Op::Truncate(index, _) => wal.push(Record::Truncate(*index))?,
+            Op::Purge(log_id, _) => wal.push(Record::Purge(*log_id))?,
+            Op::SaveVote(vote, _) => wal.push(Record::Vote(*vote))?,
+            Op::SaveCommitted(_) => {}
         }
     }
-    // Durability::Immediate (the default): fsync before anyone is told.
-    txn.commit()?;
-    Ok(())
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, redb::Error> {
-    serde_json::to_vec(value).map_err(|e| redb::Error::Corrupted(e.to_string()))
+    if let Some(committed) = committed {
+        wal.push(Record::Committed(committed))?;
+    }
+    wal.sync()
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -292,40 +291,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let start = range.start_bound().cloned();
-        let end = range.end_bound().cloned();
-        super::stamp("log.read.start", 0);
-        // Pending first: an entry that leaves `pending` is already in redb.
-        let mut entries: BTreeMap<u64, Entry> = {
-            let pending = self.pending.lock().expect("pending log lock");
-            pending
-                .range((start, end))
-                .map(|(i, e)| (*i, e.clone()))
-                .collect()
-        };
-        let db = self.db.clone();
-        let stored = blocking(move || {
-            let txn = db.begin_read().map_err(read_err)?;
-            let table = txn.open_table(LOG).map_err(read_err)?;
-            let mut stored = Vec::new();
-            for item in table.range::<u64>((start, end)).map_err(read_err)? {
-                let (index, value) = item.map_err(read_err)?;
-                stored.push((
-                    index.value(),
-                    super::codec::decode_stored_entry(value.value()).map_err(read_err)?,
-                ));
-            }
-            Ok(stored)
-        })
-        .await?;
-        for (index, entry) in stored {
-            entries.entry(index).or_insert(entry);
-        }
-        super::stamp(
-            "log.read.end",
-            entries.keys().next_back().copied().unwrap_or(0),
-        );
-        Ok(entries.into_values().collect())
+        Ok(self.log().entries.range(range).map(|(_, e)| e.clone()).collect())
     }
 }
 
@@ -333,31 +299,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let pending_last = self
-            .pending
-            .lock()
-            .expect("pending log lock")
+        let log = self.log();
+        let last_purged_log_id = log.purged;
+        let last_log_id = log
+            .entries
             .values()
             .next_back()
-            .map(|e| e.log_id);
-        let db = self.db.clone();
-        blocking(move || {
-            let last_purged_log_id: Option<LogId> = Self::read_meta(&db, "last_purged")?;
-            let txn = db.begin_read().map_err(read_err)?;
-            let table = txn.open_table(LOG).map_err(read_err)?;
-            let stored_last = match table.last().map_err(read_err)? {
-                Some((_, value)) => {
-                    Some(super::codec::decode_stored_log_id(value.value()).map_err(read_err)?)
-                }
-                None => None,
-            };
-            let last_log_id = pending_last.max(stored_last).or(last_purged_log_id);
-            Ok(LogState {
-                last_purged_log_id,
-                last_log_id,
-            })
+            .map(|e| e.log_id)
+            .or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
         })
-        .await
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -367,7 +320,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<MemberId>) -> Result<(), StorageError> {
         let vote = *vote;
         self.write(|done| Op::SaveVote(vote, done)).await?;
-        *self.vote.lock().expect("vote lock") = Some(vote);
+        self.log().vote = Some(vote);
         Ok(())
     }
 
@@ -376,20 +329,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// losing it costs only that wait (linearizable reads do not depend on it: see
     /// `leader::ReadBarrier`).
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let (done, _) = oneshot::channel();
+        self.log().committed = committed;
         self.writer
-            .send(Op::SaveCommitted(committed, done))
+            .send(Op::SaveCommitted(committed))
             .map_err(|_| write_err("the log writer has stopped"))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        let db = self.db.clone();
-        blocking(move || Ok(Self::read_meta::<Option<LogId>>(&db, "committed")?.flatten())).await
+        Ok(self.log().committed)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<MemberId>>, StorageError> {
-        let db = self.db.clone();
-        blocking(move || Self::read_meta(&db, "vote")).await
+        Ok(self.log().vote)
     }
 
     async fn append<I>(
@@ -407,9 +358,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             entries.last().map(|e| e.log_id.index).unwrap_or(0),
         );
         {
-            let mut pending = self.pending.lock().expect("pending log lock");
+            let mut log = self.log();
             for entry in &entries {
-                pending.insert(entry.log_id.index, entry.clone());
+                log.entries.insert(entry.log_id.index, entry.clone());
             }
         }
         let callback = if self.are_own_as_leader(&entries) {
@@ -424,15 +375,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.pending
-            .lock()
-            .expect("pending log lock")
-            .retain(|index, _| *index < log_id.index);
+        self.log().entries.split_off(&log_id.index);
         self.write(|done| Op::Truncate(log_id.index, done)).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.write(|done| Op::Purge(log_id, done)).await
+        self.write(|done| Op::Purge(log_id, done)).await?;
+        let mut log = self.log();
+        log.entries = log.entries.split_off(&(log_id.index + 1));
+        log.purged = Some(log_id);
+        Ok(())
     }
 }
 
@@ -455,16 +407,20 @@ mod tests {
         }
     }
 
-    /// A log whose entries an earlier version wrote as JSON opens, reads, and takes new
-    /// (binary) entries after them.
+    /// A log that an earlier version kept in the store file, its entries as JSON, moves to
+    /// the write-ahead log, reads, and takes new (binary) entries after them.
     #[tokio::test]
-    async fn a_log_of_json_entries_still_opens() {
+    async fn a_log_kept_in_the_store_file_moves_to_the_wal() {
         let dir = tempfile::TempDir::new().expect("temp dir");
         let db = Arc::new(Database::create(dir.path().join("berth.redb")).expect("redb"));
+        let vote = Vote::new_committed(1, 1);
         {
             let txn = db.begin_write().expect("write");
             {
-                let mut log = txn.open_table(LOG).expect("log table");
+                let mut meta = txn.open_table(LEGACY_LOG_META).expect("meta table");
+                let vote = serde_json::to_vec(&vote).expect("json");
+                meta.insert("vote", vote.as_slice()).expect("insert");
+                let mut log = txn.open_table(LEGACY_LOG).expect("log table");
                 let blank = serde_json::json!({"log_id": log_id(1), "payload": "Blank"});
                 let normal =
                     serde_json::json!({"log_id": log_id(2), "payload": {"Normal": command("old")}});
@@ -475,15 +431,21 @@ mod tests {
             }
             txn.commit().expect("commit");
         }
-        let mut store = LogStore::new(db, 1).expect("log store opens");
+        let wal = dir.path().join("raft-log");
+        let mut store = LogStore::open(&wal, 1, &db).expect("log store opens");
         let state = store.get_log_state().await.expect("log state");
         assert_eq!(state.last_log_id, Some(log_id(2)));
+        assert_eq!(store.read_vote().await.expect("vote"), Some(vote));
+        let txn = db.begin_read().expect("read");
+        assert!(txn.open_table(LEGACY_LOG).is_err(), "the old table is gone");
+        drop(txn);
 
         // As the leader appends its own entries (openraft's callback is not public).
         let new = Entry {
             log_id: log_id(3),
             payload: EntryPayload::Normal(EncodedCommand::new(&command("new"))),
         };
+        store.log().entries.insert(3, new.clone());
         store
             .writer
             .send(Op::Append(vec![new], None))
@@ -504,5 +466,16 @@ mod tests {
         assert_eq!(commands, [command("old"), command("new")]);
         let state = store.get_log_state().await.expect("log state");
         assert_eq!(state.last_log_id, Some(log_id(3)));
+
+        // The writer lets go of the files once the store is dropped; a reopen finds it all.
+        drop(entries);
+        drop(store);
+        let mut store = tokio::task::spawn_blocking(move || LogStore::open(&wal, 1, &db))
+            .await
+            .expect("join")
+            .expect("reopens");
+        let entries = store.try_get_log_entries(1..=3).await.expect("entries");
+        assert_eq!(entries.len(), 3);
+        assert_eq!(store.read_vote().await.expect("vote"), Some(vote));
     }
 }

@@ -1,11 +1,11 @@
-//! Consensus: openraft with its log and state machine in one redb file per member, and its
-//! RPCs over tonic.
+//! Consensus: openraft with its log in a write-ahead log of its own (`wal`) and its state
+//! machine in redb, and its RPCs over tonic.
 //!
 //! ```text
 //!   leader                                   follower
 //!   openraft ──network::Network──gRPC──▶ service::RaftService ──▶ openraft
 //!      │                                                              │
-//!   log_store::LogStore (redb, fsync)            state_machine::StateMachine ──▶ store tables
+//!   log_store::LogStore (wal, fdatasync)         state_machine::StateMachine ──▶ store tables
 //! ```
 
 // openraft's StorageError is large; it is openraft's type, returned as openraft expects.
@@ -19,6 +19,7 @@ pub mod prevote;
 pub mod proposer;
 pub mod service;
 pub mod state_machine;
+pub mod wal;
 
 use crate::store::CommandResult;
 pub use codec::EncodedCommand;

@@ -4,10 +4,12 @@
 //! Commands arrive as the bytes they were proposed as (see codec.rs) and are parsed here, the
 //! one place that needs them parsed.
 //!
-//! Applies commit without fsync: they are re-derivable from the log, whose appends do fsync
-//! (and redb persists every earlier commit with the next durable one). After a crash the
-//! state machine is at some earlier applied index, consistent with itself, and openraft
-//! re-applies the rest of the log.
+//! Applies commit without fsync: they are re-derivable from the log (a file of its own, whose
+//! appends do fsync). The state machine's file is made durable by building or installing a
+//! snapshot, which comes before the log is purged up to it, and by one apply every
+//! [`DURABLE_EVERY`] (redb persists every earlier commit with the next durable one, and only
+//! then reuses the pages they freed). After a crash the state machine is at some earlier
+//! applied index, consistent with itself, and openraft re-applies the rest of the log.
 
 use super::log_store::Durable;
 use super::{blocking, Entry, LogId, MemberId, StorageError, TypeConfig};
@@ -19,7 +21,8 @@ use openraft::{
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// `last_applied` and `membership`, as JSON.
 const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("state_machine_meta");
@@ -27,6 +30,10 @@ const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("state_machin
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
 type Membership = StoredMembership<MemberId, BasicNode>;
+
+/// How often an apply commits durably; bounds the log replayed after a crash and the file's
+/// growth between snapshots.
+const DURABLE_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
@@ -41,6 +48,8 @@ pub struct StateMachine {
     store: ObjectStore,
     hub: WatchHub,
     durable: Option<Durable>,
+    /// When an apply last committed durably.
+    last_durable: Arc<Mutex<Instant>>,
 }
 
 fn sm_read(e: impl std::fmt::Display) -> StorageError {
@@ -64,6 +73,7 @@ impl StateMachine {
             store,
             hub,
             durable: None,
+            last_durable: Arc::new(Mutex::new(Instant::now())),
         })
     }
 
@@ -171,8 +181,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             super::stamp("sm.apply.blocking", last_index);
             let mut txn = this.db.begin_write().map_err(sm_write)?;
             super::stamp("sm.apply.locked", last_index);
-            txn.set_durability(redb::Durability::None)
-                .map_err(sm_write)?;
+            let durability = {
+                let mut last = this.last_durable.lock().expect("durable lock");
+                if last.elapsed() >= DURABLE_EVERY {
+                    *last = Instant::now();
+                    redb::Durability::Immediate
+                } else {
+                    redb::Durability::None
+                }
+            };
+            txn.set_durability(durability).map_err(sm_write)?;
             let mut results = Vec::with_capacity(entries.len());
             let mut events = Vec::new();
             {
