@@ -1,7 +1,7 @@
 //! berth-control-plane: the replicated store of desired state and the API in front of it.
 //!
 //! ```text
-//!  berth CLI ──gRPC──▶ api::ApiService ──client_write──▶ openraft ──▶ raft::LogStore (redb)
+//!  berth CLI ──gRPC──▶ api::ApiService ──client_write──▶ openraft ──▶ raft::LogStore (wal)
 //!                          │   ▲                              │
 //!                          │   └── watch::WatchHub ◀── raft::StateMachine ──▶ store (redb)
 //!                          └──────────── reads ─────────────────────────────▶ store

@@ -177,7 +177,8 @@ fn move_from_store(store: &Database, wal: &mut Wal, log: &mut Log) -> std::io::R
             wal.push(Record::Entry(&entry))?;
             log.entries.insert(entry.log_id.index, entry);
         }
-        let committed: Option<Option<LogId>> = meta("committed")?.map(|b| parse_json(&b)).transpose()?;
+        let committed: Option<Option<LogId>> =
+            meta("committed")?.map(|b| parse_json(&b)).transpose()?;
         if let Some(committed) = committed {
             wal.push(Record::Committed(committed))?;
             log.committed = committed;
@@ -291,7 +292,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(self.log().entries.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(self
+            .log()
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 }
 

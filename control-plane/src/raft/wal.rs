@@ -75,7 +75,9 @@ impl Replayed {
                 self.purged = Some(purged);
             }
             VOTE => self.vote = Some(serde_json::from_slice(body).map_err(|e| e.to_string())?),
-            COMMITTED => self.committed = serde_json::from_slice(body).map_err(|e| e.to_string())?,
+            COMMITTED => {
+                self.committed = serde_json::from_slice(body).map_err(|e| e.to_string())?
+            }
             other => return Err(format!("unknown record kind {other}")),
         }
         Ok(0)
@@ -206,10 +208,7 @@ impl Wal {
             }
             None => {
                 let path = segment_path(dir, 1);
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)?;
+                let file = OpenOptions::new().create(true).append(true).open(&path)?;
                 sync_dir(dir)?;
                 segments.push(Segment {
                     seq: 1,
@@ -241,7 +240,8 @@ impl Wal {
         match record {
             Record::Entry(entry) => {
                 self.buf.push(ENTRY);
-                super::codec::put_entry(&mut self.buf, entry).map_err(|e| corrupt(e.to_string()))?;
+                super::codec::put_entry(&mut self.buf, entry)
+                    .map_err(|e| corrupt(e.to_string()))?;
                 let last = self.segments.last_mut().expect("an open segment");
                 last.max_index = last.max_index.max(entry.log_id.index);
             }
@@ -382,7 +382,8 @@ mod tests {
             wal.push(Record::Truncate(4)).unwrap();
             wal.push(Record::Entry(&entry(2, 4))).unwrap();
             wal.push(Record::Purge(entry(1, 1).log_id)).unwrap();
-            wal.push(Record::Committed(Some(entry(1, 3).log_id))).unwrap();
+            wal.push(Record::Committed(Some(entry(1, 3).log_id)))
+                .unwrap();
             wal.sync().unwrap();
         }
         let (_wal, replayed) = Wal::open(dir.path()).unwrap();
@@ -443,7 +444,11 @@ mod tests {
             wal.push(Record::Purge(entry(1, 100).log_id)).unwrap();
             wal.sync().unwrap();
             // Only segments holding entries after 100 (and the open one) are left.
-            assert!(files() < before - 2, "{} of {before} segments left", files());
+            assert!(
+                files() < before - 2,
+                "{} of {before} segments left",
+                files()
+            );
             assert_eq!(wal.segments.first().map(|s| s.max_index > 100), Some(true));
         }
         let (_wal, replayed) = Wal::open(dir.path()).unwrap();
