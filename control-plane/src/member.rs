@@ -462,13 +462,10 @@ async fn open_raft(
     ),
     MemberError,
 > {
-    let store_error = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source: redb::Error| MemberError::Store { path, source }
-    };
     let db = Arc::new(open_db(path).await?);
     let store_file = Arc::downgrade(&db);
-    let store = ObjectStore::new(db.clone(), config.watch_history).map_err(store_error(path))?;
+    let store =
+        ObjectStore::new(db.clone(), config.watch_history).map_err(|e| store_error(path, e))?;
     let hub = WatchHub::new(4096);
     // Replays the log, and waits for a member stopped in this process to let go of it.
     let log_store = {
@@ -476,11 +473,11 @@ async fn open_raft(
         tokio::task::spawn_blocking(move || LogStore::open(&dir, id, &db))
             .await
             .map_err(|e| MemberError::Raft(e.to_string()))?
-            .map_err(|e| store_error(log_path)(redb::Error::Io(e)))?
+            .map_err(|e| data_dir_error(log_path, e))?
     };
     let durable = log_store.durable();
     let state_machine = StateMachine::new(db, store.clone(), hub.clone())
-        .map_err(store_error(path))?
+        .map_err(|e| store_error(path, e))?
         .applying_only_durable(durable.clone());
     let raft_config = openraft::Config {
         cluster_name: "berth".into(),
@@ -528,10 +525,14 @@ async fn open_db(path: &Path) -> Result<redb::Database, MemberError> {
     })
     .await
     .map_err(|e| MemberError::Raft(e.to_string()))?
-    .map_err(|e| MemberError::Store {
+    .map_err(|e| store_error(path, e.into()))
+}
+
+fn store_error(path: &Path, source: redb::Error) -> MemberError {
+    MemberError::Store {
         path: path.to_path_buf(),
-        source: e.into(),
-    })
+        source,
+    }
 }
 
 /// Writes a small file so that a crash leaves either the old or the new content.

@@ -27,7 +27,7 @@
 //! A failed write or sync stops the process (as etcd does): the file's state after it is
 //! unknown, and carrying on could acknowledge what is not durable.
 
-use super::wal::{Record, Replayed, Wal};
+use super::wal::{Log, Record, Wal};
 use super::{Entry, LogId, MemberId, StorageError, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{StorageIOError, Vote};
@@ -45,11 +45,9 @@ const LEGACY_LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft
 /// The most operations one sync takes; bounds the latency of the first of them.
 const MAX_GROUP: usize = 1024;
 
-/// The log as openraft sees it: every write is here before it is durable.
-type Log = Replayed;
-
 #[derive(Clone)]
 pub struct LogStore {
+    /// The log as openraft sees it: every write is here before it is durable.
     log: Arc<Mutex<Log>>,
     writer: mpsc::Sender<Op>,
     me: MemberId,
@@ -143,37 +141,32 @@ impl LogStore {
 /// from the store. A crash in between leaves both; the next open finds the write-ahead log
 /// holding the vote and only drops the old tables.
 fn move_from_store(store: &Database, wal: &mut Wal, log: &mut Log) -> std::io::Result<()> {
-    let io = |e: redb::Error| std::io::Error::other(format!("moving the Raft log: {e}"));
-    let read = store.begin_read().map_err(|e| io(e.into()))?;
+    let read = store.begin_read().map_err(moving)?;
     let old_log = match read.open_table(LEGACY_LOG) {
         Ok(table) => table,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
-        Err(e) => return Err(io(e.into())),
+        Err(e) => return Err(moving(e)),
     };
     if log.vote.is_none() {
         let old_meta = match read.open_table(LEGACY_LOG_META) {
             Ok(table) => Some(table),
             Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(io(e.into())),
+            Err(e) => return Err(moving(e)),
         };
         let meta = |name: &str| -> std::io::Result<Option<Vec<u8>>> {
             match &old_meta {
-                Some(table) => Ok(table
-                    .get(name)
-                    .map_err(|e| io(e.into()))?
-                    .map(|v| v.value().to_vec())),
+                Some(table) => Ok(table.get(name).map_err(moving)?.map(|v| v.value().to_vec())),
                 None => Ok(None),
             }
         };
         let purged: Option<LogId> = meta("last_purged")?.map(|b| parse_json(&b)).transpose()?;
         if let Some(purged) = purged {
             wal.push(Record::Purge(purged))?;
-            log.purged = Some(purged);
+            log.purge(purged);
         }
-        for row in old_log.iter().map_err(|e| io(e.into()))? {
-            let (_, record) = row.map_err(|e| io(e.into()))?;
-            let entry = super::codec::decode_stored_entry(record.value())
-                .map_err(|e| io(redb::Error::Corrupted(e.to_string())))?;
+        for row in old_log.iter().map_err(moving)? {
+            let (_, record) = row.map_err(moving)?;
+            let entry = super::codec::decode_stored_entry(record.value()).map_err(moving)?;
             wal.push(Record::Entry(&entry))?;
             log.entries.insert(entry.log_id.index, entry);
         }
@@ -197,16 +190,18 @@ fn move_from_store(store: &Database, wal: &mut Wal, log: &mut Log) -> std::io::R
     }
     drop(old_log);
     drop(read);
-    let txn = store.begin_write().map_err(|e| io(e.into()))?;
-    txn.delete_table(LEGACY_LOG).map_err(|e| io(e.into()))?;
-    txn.delete_table(LEGACY_LOG_META)
-        .map_err(|e| io(e.into()))?;
-    txn.commit().map_err(|e| io(e.into()))
+    let txn = store.begin_write().map_err(moving)?;
+    txn.delete_table(LEGACY_LOG).map_err(moving)?;
+    txn.delete_table(LEGACY_LOG_META).map_err(moving)?;
+    txn.commit().map_err(moving)
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::io::Result<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| std::io::Error::other(format!("moving the Raft log: {e}")))
+    serde_json::from_slice(bytes).map_err(moving)
+}
+
+fn moving(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("moving the Raft log: {e}"))
 }
 
 /// The writer thread: one sync per group of queued operations.
@@ -381,15 +376,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.log().entries.split_off(&log_id.index);
+        self.log().truncate(log_id.index);
         self.write(|done| Op::Truncate(log_id.index, done)).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.write(|done| Op::Purge(log_id, done)).await?;
-        let mut log = self.log();
-        log.entries = log.entries.split_off(&(log_id.index + 1));
-        log.purged = Some(log_id);
+        self.log().purge(log_id);
         Ok(())
     }
 }

@@ -47,16 +47,28 @@ pub enum Record<'a> {
     Committed(Option<LogId>),
 }
 
-/// The log as replayed from the files.
+/// The log's contents: what replaying the files gives, and what `LogStore` keeps in memory.
 #[derive(Default)]
-pub struct Replayed {
+pub struct Log {
     pub entries: BTreeMap<u64, Entry>,
     pub vote: Option<Vote<MemberId>>,
     pub committed: Option<LogId>,
     pub purged: Option<LogId>,
 }
 
-impl Replayed {
+impl Log {
+    /// Entries from `index` on are gone.
+    pub fn truncate(&mut self, index: u64) {
+        self.entries.split_off(&index);
+    }
+
+    /// Entries up to `log_id` are gone, and the log starts after it.
+    pub fn purge(&mut self, log_id: LogId) {
+        self.entries = self.entries.split_off(&(log_id.index + 1));
+        self.purged = Some(log_id);
+    }
+
+    /// Replays one record; returns the index of an entry record.
     fn apply(&mut self, kind: u8, body: &[u8]) -> Result<u64, String> {
         match kind {
             ENTRY => {
@@ -66,14 +78,11 @@ impl Replayed {
                 return Ok(index);
             }
             TRUNCATE => {
-                let index = u64::from_le_bytes(body.try_into().map_err(|_| "truncate record")?);
-                self.entries.split_off(&index);
+                self.truncate(u64::from_le_bytes(
+                    body.try_into().map_err(|_| "truncate record")?,
+                ));
             }
-            PURGE => {
-                let purged: LogId = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-                self.entries = self.entries.split_off(&(purged.index + 1));
-                self.purged = Some(purged);
-            }
+            PURGE => self.purge(serde_json::from_slice(body).map_err(|e| e.to_string())?),
             VOTE => self.vote = Some(serde_json::from_slice(body).map_err(|e| e.to_string())?),
             COMMITTED => {
                 self.committed = serde_json::from_slice(body).map_err(|e| e.to_string())?
@@ -123,7 +132,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 impl Wal {
     /// Opens the log in `dir` (created if missing) and replays it. Waits up to 5 s for a
     /// writer of an earlier member in this process to let go of it.
-    pub fn open(dir: &Path) -> io::Result<(Wal, Replayed)> {
+    pub fn open(dir: &Path) -> io::Result<(Wal, Log)> {
         std::fs::create_dir_all(dir)?;
         let lock = File::create(dir.join("LOCK"))?;
         let mut attempts = 0;
@@ -155,7 +164,7 @@ impl Wal {
             }
         }
         seqs.sort_unstable();
-        let mut replayed = Replayed::default();
+        let mut replayed = Log::default();
         let mut segments = Vec::new();
         let newest = seqs.last().copied();
         for seq in seqs {
@@ -277,10 +286,7 @@ impl Wal {
     /// deletes those wholly purged.
     pub fn sync(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
-            self.file.write_all(&self.buf)?;
-            self.size += self.buf.len() as u64;
-            self.buf.clear();
-            self.file.sync_data()?;
+            self.write_out()?;
         }
         if self.size >= self.segment_bytes {
             self.rotate()?;
@@ -311,6 +317,11 @@ impl Wal {
         if let Some(purged) = self.purged {
             self.push(Record::Purge(purged))?;
         }
+        self.write_out()
+    }
+
+    /// Writes the pushed records to the open segment and syncs it.
+    fn write_out(&mut self) -> io::Result<()> {
         self.file.write_all(&self.buf)?;
         self.size += self.buf.len() as u64;
         self.buf.clear();
@@ -361,7 +372,7 @@ mod tests {
         }
     }
 
-    fn indexes(replayed: &Replayed) -> Vec<(u64, u64)> {
+    fn indexes(replayed: &Log) -> Vec<(u64, u64)> {
         replayed
             .entries
             .values()
