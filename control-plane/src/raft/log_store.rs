@@ -76,7 +76,6 @@ enum Op {
     Truncate(u64, Done),
     Purge(LogId, Done),
     SaveVote(Vote<MemberId>, Done),
-    SaveCommitted(Option<LogId>),
 }
 
 fn write_err(e: impl std::fmt::Display) -> StorageError {
@@ -92,11 +91,13 @@ impl LogStore {
         let last = log.entries.keys().next_back().copied().unwrap_or(0);
         let (durable_tx, durable) = tokio::sync::watch::channel(last);
         let (writer, ops) = mpsc::channel();
+        let log = Arc::new(Mutex::new(log));
+        let shared = log.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || write_loop(wal, &durable_tx, ops))?;
+            .spawn(move || write_loop(wal, &shared, &durable_tx, ops))?;
         Ok(LogStore {
-            log: Arc::new(Mutex::new(log)),
+            log,
             writer,
             me,
             durable: Durable(durable),
@@ -204,33 +205,30 @@ fn moving(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(format!("moving the Raft log: {e}"))
 }
 
-/// The writer thread: one sync per group of queued operations.
-fn write_loop(mut wal: Wal, durable: &tokio::sync::watch::Sender<u64>, ops: mpsc::Receiver<Op>) {
-    // The newest commit index not yet written: it rides along with the next sync rather
-    // than costing one of its own.
-    let mut committed: Option<Option<LogId>> = None;
+/// The writer thread: one sync per group of queued operations. The commit index rides
+/// along with each sync when it moved (read from `log`), rather than costing one of its own.
+fn write_loop(
+    mut wal: Wal,
+    log: &Mutex<Log>,
+    durable: &tokio::sync::watch::Sender<u64>,
+    ops: mpsc::Receiver<Op>,
+) {
     while let Ok(first) = ops.recv() {
-        let mut group = Vec::new();
-        let mut take = |op: Op, group: &mut Vec<Op>| match op {
-            Op::SaveCommitted(c) => committed = Some(c),
-            op => group.push(op),
-        };
-        take(first, &mut group);
+        let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match ops.try_recv() {
-                Ok(op) => take(op, &mut group),
+                Ok(op) => group.push(op),
                 Err(_) => break,
             }
         }
-        if group.is_empty() {
-            continue;
-        }
+        let committed = log.lock().expect("raft log lock").committed;
+        let committed = (committed != wal.committed()).then_some(committed);
         let end_index = group.iter().fold(0, |end, op| match op {
             Op::Append(entries, _) => entries.last().map(|e| e.log_id.index).unwrap_or(end),
             _ => end,
         });
         super::stamp("log.commit.start", 0);
-        let result = write_group(&mut wal, &group, committed.take());
+        let result = write_group(&mut wal, &group, committed);
         super::stamp("log.commit.end", end_index);
         if let Err(error) = result {
             tracing::error!("raft log write failed: {error}; stopping");
@@ -249,7 +247,7 @@ fn write_loop(mut wal: Wal, durable: &tokio::sync::watch::Sender<u64>, ops: mpsc
         for op in group {
             match op {
                 Op::Append(_, Some(callback)) => callback.log_io_completed(Ok(())),
-                Op::Append(_, None) | Op::SaveCommitted(_) => {}
+                Op::Append(_, None) => {}
                 Op::Truncate(_, done) | Op::Purge(_, done) | Op::SaveVote(_, done) => {
                     let _ = done.send(());
                 }
@@ -273,7 +271,6 @@ fn write_group(
             Op::Truncate(index, _) => wal.push(Record::Truncate(*index))?,
             Op::Purge(log_id, _) => wal.push(Record::Purge(*log_id))?,
             Op::SaveVote(vote, _) => wal.push(Record::Vote(*vote))?,
-            Op::SaveCommitted(_) => {}
         }
     }
     if let Some(committed) = committed {
@@ -326,14 +323,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     /// The commit index, so that a restarted member applies what it knew committed without
-    /// waiting for a leader. Not waited for: it is made durable with the next append, and
-    /// losing it costs only that wait (linearizable reads do not depend on it: see
-    /// `leader::ReadBarrier`).
+    /// waiting for a leader. Not waited for, nor worth waking the writer for: the writer
+    /// takes it along with its next sync, and losing it costs only that wait (linearizable
+    /// reads do not depend on it: see `leader::ReadBarrier`).
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         self.log().committed = committed;
-        self.writer
-            .send(Op::SaveCommitted(committed))
-            .map_err(|_| write_err("the log writer has stopped"))
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

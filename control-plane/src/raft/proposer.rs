@@ -125,8 +125,20 @@ async fn propose_loop(
     leader: LeaderLink,
     mut commands: mpsc::UnboundedReceiver<(EncodedCommand, Origin, Reply)>,
 ) {
+    let in_flight: usize = std::env::var("BERTH_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight));
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        // A free slot first: while every slot is taken, commands queue up and go as one batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        if commands.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
         let may_forward = batch.iter().all(|(_, origin, _)| *origin == Origin::Client);
         let (mut commands_of_batch, replies): (Vec<EncodedCommand>, Vec<Reply>) = batch
             .drain(..)
@@ -138,30 +150,40 @@ async fn propose_loop(
             EncodedCommand::batch(&commands_of_batch)
         };
         tracing::trace!(commands = replies.len(), "proposing");
-        let proposed = tokio::time::timeout(
-            PROPOSAL_TIMEOUT,
-            propose_or_forward(&raft, &leader, proposal, may_forward),
-        );
-        let outcome = proposed.await.unwrap_or_else(|_| {
-            Err(Status::deadline_exceeded(
-                "the write did not complete in time; it may still be applied",
-            ))
+        let raft = raft.clone();
+        let leader = leader.clone();
+        tokio::spawn(async move {
+            let proposed = tokio::time::timeout(
+                PROPOSAL_TIMEOUT,
+                propose_or_forward(&raft, &leader, proposal, may_forward),
+            );
+            let outcome = proposed.await.unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(
+                    "the write did not complete in time; it may still be applied",
+                ))
+            });
+            drop(slot);
+            answer(replies, outcome);
         });
-        match outcome {
-            Ok(CommandResult::Batch(results)) if replies.len() > 1 => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(result));
-                }
+    }
+}
+
+/// Hands each command of a batch its own result.
+fn answer(replies: Vec<Reply>, outcome: Result<CommandResult, Status>) {
+    match outcome {
+        Ok(CommandResult::Batch(results)) if replies.len() > 1 => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(result));
             }
-            Ok(result) => {
-                for reply in replies {
-                    let _ = reply.send(Ok(result.clone()));
-                }
+        }
+        Ok(result) => {
+            for reply in replies {
+                let _ = reply.send(Ok(result.clone()));
             }
-            Err(status) => {
-                for reply in replies {
-                    let _ = reply.send(Err(status.clone()));
-                }
+        }
+        Err(status) => {
+            for reply in replies {
+                let _ = reply.send(Err(status.clone()));
             }
         }
     }

@@ -13,7 +13,7 @@
 
 use super::log_store::Durable;
 use super::{blocking, Entry, LogId, MemberId, StorageError, TypeConfig};
-use crate::store::{CommandResult, ObjectStore, StoreError, StoreSnapshot, WatchHub};
+use crate::store::{CommandResult, ObjectStore, StoreError, StoreSnapshot, StoredEvent, WatchHub};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     BasicNode, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
@@ -34,6 +34,9 @@ type Membership = StoredMembership<MemberId, BasicNode>;
 /// How often an apply commits durably; bounds the log replayed after a crash and the file's
 /// growth between snapshots.
 const DURABLE_EVERY: Duration = Duration::from_secs(10);
+
+/// Applies of at most this many command bytes run on the runtime's thread (see `apply`).
+const INLINE_APPLY_BYTES: usize = 16 * 1024;
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
@@ -82,6 +85,66 @@ impl StateMachine {
     pub fn applying_only_durable(mut self, durable: Durable) -> Self {
         self.durable = Some(durable);
         self
+    }
+
+    /// Durable every [`DURABLE_EVERY`], else not: see the module's docs.
+    fn durability(&self) -> redb::Durability {
+        let mut last = self.last_durable.lock().expect("durable lock");
+        if last.elapsed() >= DURABLE_EVERY {
+            *last = Instant::now();
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        }
+    }
+
+    /// Applies `entries` in one transaction: each entry's result, and the changes watches see.
+    fn apply_in_txn(
+        &self,
+        entries: &[Entry],
+        durability: redb::Durability,
+    ) -> Result<(Vec<CommandResult>, Vec<StoredEvent>), StorageError> {
+        let last_index = entries.last().map(|e| e.log_id.index).unwrap_or(0);
+        super::stamp("sm.apply.blocking", last_index);
+        let mut txn = self.db.begin_write().map_err(sm_write)?;
+        super::stamp("sm.apply.locked", last_index);
+        txn.set_durability(durability).map_err(sm_write)?;
+        let mut results = Vec::with_capacity(entries.len());
+        let mut events = Vec::new();
+        {
+            let mut meta = txn.open_table(SM_META).map_err(sm_write)?;
+            for entry in entries {
+                put_json(&mut meta, "last_applied", &Some(entry.log_id))?;
+                match &entry.payload {
+                    EntryPayload::Blank => results.push(CommandResult::None),
+                    EntryPayload::Normal(encoded) => match encoded.decode() {
+                        Ok(command) => {
+                            let (result, changes) =
+                                self.store.apply(&txn, &command).map_err(sm_write)?;
+                            results.push(result);
+                            events.extend(changes);
+                        }
+                        // The same bytes fail alike on every member: the entry is a no-op,
+                        // not a reason to stop applying.
+                        Err(error) => results.push(CommandResult::Failed(StoreError::Invalid(
+                            format!("undecodable command: {error}"),
+                        ))),
+                    },
+                    EntryPayload::Membership(membership) => {
+                        put_json(
+                            &mut meta,
+                            "membership",
+                            &Membership::new(Some(entry.log_id), membership.clone()),
+                        )?;
+                        results.push(CommandResult::None);
+                    }
+                }
+            }
+        }
+        super::stamp("sm.apply.commit", last_index);
+        txn.commit().map_err(sm_write)?;
+        super::stamp("sm.apply.committed", last_index);
+        Ok((results, events))
     }
 
     fn read_applied(
@@ -176,59 +239,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             durable.reached(last.log_id.index).await;
         }
         super::stamp("sm.apply.durable", last_index);
-        let this = self.clone();
-        let (results, events) = blocking(move || {
-            super::stamp("sm.apply.blocking", last_index);
-            let mut txn = this.db.begin_write().map_err(sm_write)?;
-            super::stamp("sm.apply.locked", last_index);
-            let durability = {
-                let mut last = this.last_durable.lock().expect("durable lock");
-                if last.elapsed() >= DURABLE_EVERY {
-                    *last = Instant::now();
-                    redb::Durability::Immediate
-                } else {
-                    redb::Durability::None
-                }
+        // Small applies that need no fsync run right here: a hop to the blocking pool costs
+        // more than the transaction (tens of µs, and a thread wake-up). Large batches and the
+        // periodic durable commit go to the blocking pool, off the runtime's threads.
+        let bytes: usize = entries
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Normal(encoded) => encoded.as_bytes().len(),
+                _ => 0,
+            })
+            .sum();
+        let durability = self.durability();
+        let (results, events) =
+            if bytes <= INLINE_APPLY_BYTES && matches!(durability, redb::Durability::None) {
+                self.apply_in_txn(&entries, durability)?
+            } else {
+                let this = self.clone();
+                blocking(move || this.apply_in_txn(&entries, durability)).await?
             };
-            txn.set_durability(durability).map_err(sm_write)?;
-            let mut results = Vec::with_capacity(entries.len());
-            let mut events = Vec::new();
-            {
-                let mut meta = txn.open_table(SM_META).map_err(sm_write)?;
-                for entry in &entries {
-                    put_json(&mut meta, "last_applied", &Some(entry.log_id))?;
-                    match &entry.payload {
-                        EntryPayload::Blank => results.push(CommandResult::None),
-                        EntryPayload::Normal(encoded) => match encoded.decode() {
-                            Ok(command) => {
-                                let (result, changes) =
-                                    this.store.apply(&txn, &command).map_err(sm_write)?;
-                                results.push(result);
-                                events.extend(changes);
-                            }
-                            // The same bytes fail alike on every member: the entry is
-                            // a no-op, not a reason to stop applying.
-                            Err(error) => results.push(CommandResult::Failed(StoreError::Invalid(
-                                format!("undecodable command: {error}"),
-                            ))),
-                        },
-                        EntryPayload::Membership(membership) => {
-                            put_json(
-                                &mut meta,
-                                "membership",
-                                &Membership::new(Some(entry.log_id), membership.clone()),
-                            )?;
-                            results.push(CommandResult::None);
-                        }
-                    }
-                }
-            }
-            super::stamp("sm.apply.commit", last_index);
-            txn.commit().map_err(sm_write)?;
-            super::stamp("sm.apply.committed", last_index);
-            Ok((results, events))
-        })
-        .await?;
         self.hub.publish(events);
         Ok(results)
     }

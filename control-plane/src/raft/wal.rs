@@ -130,6 +130,11 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl Wal {
+    /// The commit index as last written.
+    pub fn committed(&self) -> Option<LogId> {
+        self.committed
+    }
+
     /// Opens the log in `dir` (created if missing) and replays it. Waits up to 5 s for a
     /// writer of an earlier member in this process to let go of it.
     pub fn open(dir: &Path) -> io::Result<(Wal, Log)> {
