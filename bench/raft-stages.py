@@ -69,7 +69,17 @@ for pid,st,idx,t in seq:
     elif st=='prop.reply' and pid in open_: lat[pid].append(t-open_.pop(pid))
 for pid,v in lat.items():
     v.sort(); print('propose latency pid',pid,'leader' if pid==leader else '', 'n',len(v),'p50',v[len(v)//2])
-# gaps between prop.reply and next prop.enter (client side + api overhead)
+# API level on the leader (c=1 is serial): api.enter->prop.enter->prop.reply->api.exit, and
+# the gap from api.exit to the next api.enter (the response's way out, the client, the next
+# request's way in)
+api=collections.defaultdict(list); prev={}
+for pid,s,idx,t in ph:
+    if pid!=leader or s not in ('api.enter','prop.enter','prop.reply','api.exit'): continue
+    for a,b in (('api.enter','prop.enter'),('prop.enter','prop.reply'),('prop.reply','api.exit'),('api.exit','api.enter')):
+        if s==b and a in prev: api[a+'->'+b].append(t-prev[a])
+    prev[s]=t
+for k,v in api.items():
+    v=sorted(v); print('%-40s n=%5d p50=%6d p90=%6d us'%(k,len(v),v[len(v)//2],v[int(len(v)*.9)]))
 print('--- sub-stages on leader')
 st=collections.defaultdict(list)
 last={}

@@ -39,6 +39,10 @@ struct Args {
     /// Run one system only.
     #[arg(long)]
     only: Option<String>,
+    /// Also time this many sequential cheap reads (berth: a stale Get; etcd: Status) on one
+    /// member: the gRPC round trip under the writes.
+    #[arg(long, default_value_t = 0)]
+    round_trips: usize,
 }
 
 const MEMBERS: usize = 3;
@@ -363,6 +367,32 @@ async fn failovers(cluster: &mut Cluster, rounds: usize) -> Result<Vec<Duration>
     Ok(times)
 }
 
+/// Times `n` sequential cheap reads on member 0.
+async fn round_trips(system: &str, n: usize) -> Result<Vec<Duration>> {
+    let channel = berth_proto::transport::connect(&client_addr(system, 0)).await?;
+    let mut times = Vec::with_capacity(n);
+    let mut api = ApiClient::new(channel.clone());
+    let mut maintenance = etcd::maintenance_client::MaintenanceClient::new(channel);
+    for _ in 0..n {
+        let start = Instant::now();
+        if system == "berth" {
+            api.get(berth_proto::pb::GetRequest {
+                object: Some(berth_proto::pb::ObjectRef {
+                    kind: "ConfigMap".into(),
+                    namespace: "default".into(),
+                    name: "probe".into(),
+                }),
+                stale_ok: true,
+            })
+            .await?;
+        } else {
+            maintenance.status(etcd::StatusRequest {}).await?;
+        }
+        times.push(start.elapsed());
+    }
+    Ok(times)
+}
+
 struct Results {
     loads: Vec<Load>,
     failover: Vec<Duration>,
@@ -387,6 +417,15 @@ async fn measure(cluster: &mut Cluster, args: &Args) -> Result<Results> {
             ms(result.percentile(0.99))
         );
         loads.push(result);
+    }
+    if args.round_trips > 0 {
+        let mut times = round_trips(system, args.round_trips).await?;
+        times.sort();
+        eprintln!(
+            "{system} read round trip p50 {:.0} us p99 {:.0} us",
+            percentile(&times, 0.5).as_secs_f64() * 1e6,
+            percentile(&times, 0.99).as_secs_f64() * 1e6
+        );
     }
     let failover = failovers(cluster, args.failovers).await?;
     eprintln!(

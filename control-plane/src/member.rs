@@ -292,7 +292,15 @@ impl Member {
         .with_service_ranges(config.service_ranges.clone());
         let node_lifecycle = api.node_lifecycle(config.node_lifecycle, events);
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let incoming = berth_proto::transport::incoming(listener);
+        let (incoming, streams) = berth_proto::transport::split_incoming(listener);
+        // Raft's replication traffic (see raft/wire.rs); it stops with the gRPC server.
+        let streams_stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(crate::raft::wire::serve(
+            streams,
+            raft.clone(),
+            contact.clone(),
+            streams_stop.clone(),
+        ));
         // The registry's routes (`/v2/...`) and the gRPC services (`/berth.v1.*/...`) share
         // the router: paths never overlap.
         let routes = tonic::service::Routes::from(registry.router())
@@ -311,8 +319,9 @@ impl Member {
                     ))
                     .max_decoding_message_size(256 << 20),
                 )
-                .serve_with_incoming_shutdown(incoming, async {
+                .serve_with_incoming_shutdown(incoming, async move {
                     let _ = shutdown_rx.await;
+                    streams_stop.cancel();
                 }),
         );
         let member = Member {

@@ -38,6 +38,114 @@ pub fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
+/// What a stream connection (see [`split_incoming`]) sends first, before its frames.
+pub const STREAM_PREFACE: &[u8; 8] = b"BERTH/S1";
+
+/// How long an accepted connection may take to send its first bytes before it is handed to
+/// the gRPC server as it is (which then applies its own timeouts).
+const PREFACE_WAIT: Duration = Duration::from_secs(3);
+
+/// The connections of one listener, told apart by their first bytes: gRPC and HTTP clients
+/// to the server (the first stream, for `serve_with_incoming`), and the stream connections
+/// members keep to each other for Raft's replication traffic (which opened with
+/// [`STREAM_PREFACE`], already consumed) to `streams`. Both with TCP_NODELAY. Accepting stops
+/// once the gRPC server drops its side.
+pub fn split_incoming(
+    listener: tokio::net::TcpListener,
+) -> (
+    impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::net::TcpStream>,
+) {
+    let (grpc_tx, grpc_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (streams_tx, streams_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = grpc_tx.closed() => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of descriptors and the like: a moment later may do.
+                    tracing::warn!("accepting a connection: {error}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let grpc_tx = grpc_tx.clone();
+            let streams_tx = streams_tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(PREFACE_WAIT, opens_with_preface(&stream)).await {
+                    Ok(Ok(true)) => {
+                        let mut stream = stream;
+                        let mut preface = [0u8; STREAM_PREFACE.len()];
+                        if tokio::io::AsyncReadExt::read_exact(&mut stream, &mut preface)
+                            .await
+                            .is_ok()
+                        {
+                            let _ = streams_tx.send(stream);
+                        }
+                    }
+                    Ok(Err(_)) => {}
+                    Ok(Ok(false)) | Err(_) => {
+                        let _ = grpc_tx.send(Ok(stream));
+                    }
+                }
+            });
+        }
+    });
+    (
+        tokio_stream::wrappers::UnboundedReceiverStream::new(grpc_rx),
+        streams_rx,
+    )
+}
+
+/// Whether the connection's first bytes are [`STREAM_PREFACE`]; `false` as soon as they
+/// differ from it (an HTTP request or the HTTP/2 preface), or the peer stops sending.
+async fn opens_with_preface(stream: &tokio::net::TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; STREAM_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != STREAM_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == STREAM_PREFACE.len() {
+            return Ok(true);
+        }
+        // Part of it so far: wait for the rest.
+        stream.readable().await?;
+        tokio::time::sleep(Duration::from_micros(100)).await;
+    }
+}
+
+/// A stream connection to the member at `addr` (`host:port` or a URL), preface sent.
+pub async fn connect_stream(addr: &str) -> Result<tokio::net::TcpStream, TransportError> {
+    let host_port = addr
+        .split_once("://")
+        .map_or(addr, |(_, rest)| rest)
+        .trim_end_matches('/');
+    let unreachable = |reason: String| TransportError::Unreachable {
+        addr: addr.to_string(),
+        reason,
+    };
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect(host_port),
+    )
+    .await
+    .map_err(|_| unreachable("connect timed out".into()))?
+    .map_err(|e| unreachable(e.to_string()))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| unreachable(e.to_string()))?;
+    tokio::io::AsyncWriteExt::write_all(&mut stream, STREAM_PREFACE)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    Ok(stream)
+}
+
 fn endpoint(addr: &str) -> Result<Endpoint, TransportError> {
     let uri = if addr.contains("://") {
         addr.to_string()

@@ -254,6 +254,7 @@ impl Api for ApiService {
         &self,
         request: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
+        crate::raft::stamp("api.enter", 0);
         let request = request.into_inner();
         let object = admit(&request.object)?;
         let key = object.key();
@@ -315,11 +316,13 @@ impl Api for ApiService {
             Outcome::Configured => ApplyOutcome::Configured,
             Outcome::Unchanged => ApplyOutcome::Unchanged,
         };
-        Ok(Response::new(pb::ApplyResponse {
+        let response = Response::new(pb::ApplyResponse {
             outcome: outcome as i32,
             object: to_json(&stored),
             warnings: vec![],
-        }))
+        });
+        crate::raft::stamp("api.exit", 0);
+        Ok(response)
     }
 
     async fn get(

@@ -1,9 +1,9 @@
 //! Consensus: openraft with its log in a write-ahead log of its own (`wal`) and its state
-//! machine in redb, and its RPCs over tonic.
+//! machine in redb; AppendEntries on a stream connection (`wire`), its other RPCs over tonic.
 //!
 //! ```text
 //!   leader                                   follower
-//!   openraft ──network::Network──gRPC──▶ service::RaftService ──▶ openraft
+//!   openraft ──network::Network──wire/gRPC──▶ wire::serve, service::RaftService ──▶ openraft
 //!      │                                                              │
 //!   log_store::LogStore (wal, fdatasync)         state_machine::StateMachine ──▶ store tables
 //! ```
@@ -20,6 +20,7 @@ pub mod proposer;
 pub mod service;
 pub mod state_machine;
 pub mod wal;
+pub mod wire;
 
 use crate::store::CommandResult;
 pub use codec::EncodedCommand;

@@ -1,8 +1,8 @@
-//! openraft's network, over tonic: each RPC's request and response are openraft's own types
-//! in a [`RaftMessage`]: AppendEntries (every write, every heartbeat) in `codec`'s binary
-//! encoding, the rare others as JSON. The remote side answers `Result<response, RaftError>`.
+//! openraft's network: AppendEntries (every write, every heartbeat) in `codec`'s binary
+//! encoding on a stream connection of its own (`wire`), the rare others over tonic as JSON in
+//! a [`RaftMessage`]. The remote side answers `Result<response, RaftError>`.
 
-use super::codec;
+use super::{codec, wire};
 use super::log_store::Durable;
 use super::{MemberId, TypeConfig};
 use berth_proto::pb::raft_client::RaftClient;
@@ -41,6 +41,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         Network {
             target,
             durable: self.durable.clone(),
+            stream: wire::Connection::new(&node.addr),
             client: berth_proto::transport::connect_lazy(&node.addr)
                 .ok()
                 .map(RaftClient::new),
@@ -51,6 +52,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct Network {
     target: MemberId,
     durable: Durable,
+    stream: wire::Connection,
     client: Option<RaftClient<Channel>>,
 }
 
@@ -93,7 +95,6 @@ impl Network {
         let mut message = tonic::Request::new(RaftMessage { data });
         message.set_timeout(option.hard_ttl());
         let reply = match method {
-            Method::AppendEntries => client.append_entries(message).await,
             Method::Vote => client.vote(message).await,
             Method::InstallSnapshot => client.install_snapshot(message).await,
         };
@@ -109,7 +110,6 @@ impl Network {
 
 #[derive(Clone, Copy)]
 enum Method {
-    AppendEntries,
     Vote,
     InstallSnapshot,
 }
@@ -130,9 +130,17 @@ impl RaftNetwork<TypeConfig> for Network {
         let data = codec::encode_append_request(&rpc)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         super::stamp("net.ae.send", last);
-        let reply = self.send(Method::AppendEntries, data, &option).await?;
+        let reply = tokio::time::timeout(option.hard_ttl(), self.stream.append_entries(&data))
+            .await
+            .map_err(|_| {
+                RPCError::Unreachable(Unreachable::new(&std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "AppendEntries timed out",
+                )))
+            })?
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         super::stamp("net.ae.reply", last);
-        codec::decode_append_response(reply.into())
+        codec::decode_append_response(reply)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
             .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }

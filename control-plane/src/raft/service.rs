@@ -47,24 +47,35 @@ fn encode<T: Serialize>(reply: T) -> Result<Response<RaftMessage>, Status> {
     Ok(Response::new(RaftMessage { data }))
 }
 
+/// Hands an encoded AppendEntries request to openraft; the encoded answer. A leader's
+/// message that this member accepts counts as contact (see `prevote`). Shared by the gRPC
+/// method and the stream connections (`wire`).
+pub(super) async fn append_entries(
+    raft: &BerthRaft,
+    contact: &LeaderContact,
+    request: bytes::Bytes,
+) -> Result<Vec<u8>, codec::CodecError> {
+    let rpc = codec::decode_append_request(request)?;
+    let last = rpc.entries.last().map(|e| e.log_id.index).unwrap_or(0);
+    super::stamp("svc.ae.recv", last);
+    let result = raft.append_entries(rpc).await;
+    super::stamp("svc.ae.done", last);
+    if matches!(&result, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
+    {
+        contact.touch();
+    }
+    codec::encode_append_response(&result)
+}
+
 #[tonic::async_trait]
 impl Raft for RaftService {
     async fn append_entries(
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let rpc = codec::decode_append_request(request.into_inner().data.into())
+        let data = append_entries(&self.raft, &self.contact, request.into_inner().data.into())
+            .await
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let last = rpc.entries.last().map(|e| e.log_id.index).unwrap_or(0);
-        super::stamp("svc.ae.recv", last);
-        let result = self.raft.append_entries(rpc).await;
-        super::stamp("svc.ae.done", last);
-        if matches!(&result, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
-        {
-            self.contact.touch();
-        }
-        let data =
-            codec::encode_append_response(&result).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(RaftMessage { data }))
     }
 
