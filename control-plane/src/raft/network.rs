@@ -2,8 +2,8 @@
 //! encoding on a stream connection of its own (`wire`), the rare others over tonic as JSON in
 //! a [`RaftMessage`]. The remote side answers `Result<response, RaftError>`.
 
-use super::{codec, wire};
 use super::log_store::Durable;
+use super::{codec, wire};
 use super::{MemberId, TypeConfig};
 use berth_proto::pb::raft_client::RaftClient;
 use berth_proto::pb::RaftMessage;

@@ -131,7 +131,9 @@ async fn answer(
             Ok(Err(error)) => return Err(error),
             Err(_) => return Ok(()),
         };
-        let (&kind, body) = frame.split_first().ok_or_else(|| malformed("empty frame"))?;
+        let (&kind, body) = frame
+            .split_first()
+            .ok_or_else(|| malformed("empty frame"))?;
         if kind != APPEND_ENTRIES {
             return Err(malformed("unknown request kind"));
         }
