@@ -295,10 +295,14 @@ impl Member {
         let (incoming, streams) = berth_proto::transport::split_incoming(listener);
         // Raft's replication traffic (see raft/wire.rs); it stops with the gRPC server.
         let streams_stop = tokio_util::sync::CancellationToken::new();
+        let handler = crate::raft::wire::Handler {
+            raft: raft.clone(),
+            contact: contact.clone(),
+            proposer: proposer.clone(),
+        };
         tokio::spawn(crate::raft::wire::serve(
             streams,
-            raft.clone(),
-            contact.clone(),
+            handler,
             streams_stop.clone(),
         ));
         // The registry's routes (`/v2/...`) and the gRPC services (`/berth.v1.*/...`) share

@@ -1,7 +1,7 @@
 //! Reaching the leader from a follower: client commands are forwarded to it, and a
 //! linearizable read on a follower first asks it for a read index.
 
-use super::{BerthRaft, EncodedCommand};
+use super::{wire, BerthRaft, EncodedCommand};
 use crate::store::{Command, CommandResult};
 use berth_proto::pb::raft_client::RaftClient;
 use berth_proto::pb::RaftMessage;
@@ -10,10 +10,12 @@ use std::sync::{Arc, Mutex};
 use tonic::transport::Channel;
 use tonic::Status;
 
-/// Channels to the members that lead (or led) the cluster, by address.
+/// Connections to the members that lead (or led) the cluster, by address: gRPC for read
+/// indexes, a stream connection (`wire`) for forwarded writes.
 #[derive(Clone, Default)]
 pub struct LeaderLink {
     clients: Arc<Mutex<HashMap<String, RaftClient<Channel>>>>,
+    streams: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<wire::Connection>>>>>,
 }
 
 impl LeaderLink {
@@ -29,19 +31,31 @@ impl LeaderLink {
         Ok(client)
     }
 
+    fn stream(&self, addr: &str) -> Arc<tokio::sync::Mutex<wire::Connection>> {
+        let mut streams = self.streams.lock().expect("leader link lock");
+        streams
+            .entry(addr.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(wire::Connection::new(addr))))
+            .clone()
+    }
+
     /// Has the leader at `addr` propose `command`; its result once applied there. The
-    /// command's JSON is the message, as it is (and as earlier versions sent it).
+    /// command's JSON is the message, as it is. (The caller bounds the wait: the proposer's
+    /// `PROPOSAL_TIMEOUT`.)
     pub async fn forward(
         &self,
         addr: &str,
         command: EncodedCommand,
     ) -> Result<CommandResult, Status> {
-        let data = Vec::from(command.into_bytes());
-        let mut request = tonic::Request::new(RaftMessage { data });
-        request.set_timeout(super::proposer::PROPOSAL_TIMEOUT);
-        let reply = self.client(addr)?.forward(request).await?.into_inner();
+        let stream = self.stream(addr);
+        let reply = stream
+            .lock()
+            .await
+            .call(wire::Kind::Forward, command.as_bytes())
+            .await
+            .map_err(|e| Status::unavailable(format!("forwarding to the leader: {e}")))?;
         let result: Result<CommandResult, String> =
-            serde_json::from_slice(&reply.data).map_err(|e| Status::internal(e.to_string()))?;
+            serde_json::from_slice(&reply).map_err(|e| Status::internal(e.to_string()))?;
         result.map_err(Status::unavailable)
     }
 

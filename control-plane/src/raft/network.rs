@@ -130,15 +130,18 @@ impl RaftNetwork<TypeConfig> for Network {
         let data = codec::encode_append_request(&rpc)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         super::stamp("net.ae.send", last);
-        let reply = tokio::time::timeout(option.hard_ttl(), self.stream.append_entries(&data))
-            .await
-            .map_err(|_| {
-                RPCError::Unreachable(Unreachable::new(&std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "AppendEntries timed out",
-                )))
-            })?
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let reply = tokio::time::timeout(
+            option.hard_ttl(),
+            self.stream.call(wire::Kind::AppendEntries, &data),
+        )
+        .await
+        .map_err(|_| {
+            RPCError::Unreachable(Unreachable::new(&std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "AppendEntries timed out",
+            )))
+        })?
+        .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         super::stamp("net.ae.reply", last);
         codec::decode_append_response(reply)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?

@@ -67,6 +67,21 @@ pub(super) async fn append_entries(
     codec::encode_append_response(&result)
 }
 
+/// Proposes a follower's forwarded command here: it joins this member's queue (group
+/// commit) and is never forwarded again. The command's bytes go into the log as they came
+/// (see codec.rs). The answer: `Result<CommandResult, String>` as JSON. Shared by the gRPC
+/// method and the stream connections (`wire`).
+pub(super) async fn forwarded(
+    proposer: &super::proposer::Proposer,
+    command: bytes::Bytes,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let result = proposer
+        .propose_forwarded(super::EncodedCommand::from_bytes(command))
+        .await
+        .map_err(|status| status.message().to_string());
+    serde_json::to_vec(&result)
+}
+
 #[tonic::async_trait]
 impl Raft for RaftService {
     async fn append_entries(
@@ -98,15 +113,10 @@ impl Raft for RaftService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        // Joins this member's queue (group commit); never forwarded again. The command's
-        // bytes go into the log as they came (see codec.rs).
-        let command = super::EncodedCommand::from_bytes(request.into_inner().data.into());
-        let result = self
-            .proposer
-            .propose_forwarded(command)
+        let data = forwarded(&self.proposer, request.into_inner().data.into())
             .await
-            .map_err(|status| status.message().to_string());
-        encode(result)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(RaftMessage { data }))
     }
 
     async fn read_index(

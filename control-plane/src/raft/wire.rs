@@ -1,20 +1,25 @@
-//! Raft's replication traffic on a plain stream connection per leader and follower, beside
-//! gRPC: AppendEntries carries every write and every heartbeat, so each microsecond of its
-//! round trip is on every write's path. A gRPC call here costs ~300 µs of task hand-offs
-//! (the channel's buffer task, HTTP/2 connection tasks on both sides, a task per stream); a
-//! frame written by the replication task and read by the connection's own task on the
-//! follower skips all of them. The rare RPCs (vote, snapshot, forwarded writes) stay gRPC.
+//! The members' write path on plain stream connections, beside gRPC: AppendEntries (leader
+//! to follower: every write, every heartbeat) and forwarded writes (follower to leader). Each
+//! microsecond of their round trips is on a write's path. A gRPC call here costs ~300 µs of
+//! task hand-offs (the channel's buffer task, HTTP/2 connection tasks on both sides, a task
+//! per stream); a frame written by the calling task and read by the connection's own task on
+//! the other side skips all of them. The rare RPCs (vote, snapshot, read index) stay gRPC.
 //!
 //! The connection comes from `berth_proto::transport` (`connect_stream`, `split_incoming`),
 //! like every other, and shares the member's port. On it, strictly one request, then its
 //! answer:
 //!
 //! ```text
-//! request    len u32 | kind u8 (1: AppendEntries) | body (codec's append request)
-//! answer     len u32 | body (codec's append response)
+//! request    len u32 | kind u8 | body
+//!              kind 1: AppendEntries, codec's append request
+//!              kind 2: Forward, the command's JSON (as proposed)
+//! answer     len u32 | body
+//!              AppendEntries: codec's append response
+//!              Forward: Result<CommandResult, String> as JSON
 //! ```
 
 use super::prevote::LeaderContact;
+use super::proposer::Proposer;
 use super::BerthRaft;
 use bytes::Bytes;
 use std::time::Duration;
@@ -22,7 +27,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-const APPEND_ENTRIES: u8 = 1;
+/// What a request asks for.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    AppendEntries = 1,
+    Forward = 2,
+}
 
 /// The largest frame either side accepts (an AppendEntries of large entries).
 const MAX_FRAME: usize = 256 << 20;
@@ -41,7 +51,7 @@ pub enum WireError {
     TooLarge(usize),
 }
 
-/// A leader's connection to one follower. An exchange takes the connection out and puts it
+/// A connection to one member. An exchange takes the connection out and puts it
 /// back only once answered: a call abandoned half-way (a timeout) drops it, so no later call
 /// can read an earlier call's answer.
 pub struct Connection {
@@ -58,8 +68,8 @@ impl Connection {
         }
     }
 
-    /// Sends an encoded AppendEntries request; its encoded answer.
-    pub async fn append_entries(&mut self, request: &[u8]) -> Result<Bytes, WireError> {
+    /// Sends an encoded request; its encoded answer.
+    pub async fn call(&mut self, kind: Kind, request: &[u8]) -> Result<Bytes, WireError> {
         let mut stream = match self.stream.take() {
             Some(stream) => stream,
             None => BufReader::new(
@@ -70,7 +80,7 @@ impl Connection {
         };
         let mut frame = Vec::with_capacity(5 + request.len());
         frame.extend_from_slice(&(1 + request.len() as u32).to_be_bytes());
-        frame.push(APPEND_ENTRIES);
+        frame.push(kind as u8);
         frame.extend_from_slice(request);
         stream.get_mut().write_all(&frame).await?;
         let answer = read_frame(&mut stream).await?;
@@ -89,11 +99,18 @@ async fn read_frame(stream: &mut BufReader<TcpStream>) -> Result<Bytes, WireErro
     Ok(body.into())
 }
 
+/// What answers requests: this member's Raft and its proposer.
+#[derive(Clone)]
+pub struct Handler {
+    pub raft: BerthRaft,
+    pub contact: LeaderContact,
+    pub proposer: Proposer,
+}
+
 /// Answers the stream connections of `streams` until `stop`.
 pub async fn serve(
     mut streams: tokio::sync::mpsc::UnboundedReceiver<TcpStream>,
-    raft: BerthRaft,
-    contact: LeaderContact,
+    handler: Handler,
     stop: CancellationToken,
 ) {
     loop {
@@ -102,10 +119,10 @@ pub async fn serve(
             _ = stop.cancelled() => return,
         };
         let Some(stream) = stream else { return };
-        let (raft, contact, stop) = (raft.clone(), contact.clone(), stop.clone());
+        let (handler, stop) = (handler.clone(), stop.clone());
         tokio::spawn(async move {
             let result = tokio::select! {
-                result = answer(stream, &raft, &contact) => result,
+                result = answer(stream, &handler) => result,
                 _ = stop.cancelled() => Ok(()),
             };
             if let Err(error) = result {
@@ -116,11 +133,7 @@ pub async fn serve(
 }
 
 /// One connection: request, answer, until the leader closes it or goes quiet.
-async fn answer(
-    stream: TcpStream,
-    raft: &BerthRaft,
-    contact: &LeaderContact,
-) -> Result<(), WireError> {
+async fn answer(stream: TcpStream, handler: &Handler) -> Result<(), WireError> {
     let mut stream = BufReader::new(stream);
     loop {
         let frame = match tokio::time::timeout(IDLE, read_frame(&mut stream)).await {
@@ -134,12 +147,18 @@ async fn answer(
         let (&kind, body) = frame
             .split_first()
             .ok_or_else(|| malformed("empty frame"))?;
-        if kind != APPEND_ENTRIES {
-            return Err(malformed("unknown request kind"));
-        }
-        let answer = super::service::append_entries(raft, contact, frame.slice_ref(body))
-            .await
-            .map_err(|e| malformed_owned(e.to_string()))?;
+        let body = frame.slice_ref(body);
+        let answer = match kind {
+            k if k == Kind::AppendEntries as u8 => {
+                super::service::append_entries(&handler.raft, &handler.contact, body)
+                    .await
+                    .map_err(|e| malformed_owned(e.to_string()))?
+            }
+            k if k == Kind::Forward as u8 => super::service::forwarded(&handler.proposer, body)
+                .await
+                .map_err(|e| malformed_owned(e.to_string()))?,
+            _ => return Err(malformed("unknown request kind")),
+        };
         let mut out = Vec::with_capacity(4 + answer.len());
         out.extend_from_slice(&(answer.len() as u32).to_be_bytes());
         out.extend_from_slice(&answer);
