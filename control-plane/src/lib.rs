@@ -8,7 +8,8 @@
 //! ```
 //!
 //! - [`store`]: objects, revisions and watch history in redb; the pure rules of apply/delete.
-//! - [`raft`]: openraft's log, state machine, and network over tonic.
+//! - [`raft`]: openraft's log, state machine, and network (stream connections for the
+//!   write path, tonic for the rest).
 //! - [`api`]: the gRPC API server.
 //! - [`scheduler`]: the pure decisions of where pending pods go (filter, then score), and the
 //!   leader's loop that binds them through Raft.

@@ -6,7 +6,9 @@
 //! blobs and uploads in progress).
 //!
 //! One listener serves everything: the gRPC services (API, Raft, registry blobs between
-//! members) over HTTP/2 and the registry's HTTP API (`/v2/...`) over HTTP/1.1 or HTTP/2.
+//! members) over HTTP/2, the registry's HTTP API (`/v2/...`) over HTTP/1.1 or HTTP/2, and the
+//! stream connections members keep for AppendEntries and forwarded writes (`raft::wire`),
+//! told apart by their first bytes (`transport::split_incoming`).
 
 use crate::api::ApiService;
 use crate::raft::log_store::LogStore;

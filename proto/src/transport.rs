@@ -216,3 +216,69 @@ where
         .pool_max_idle_per_host(8)
         .build(connector)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_stream::StreamExt;
+
+    async fn read_n(stream: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut buf))
+            .await
+            .expect("bytes arrive in time")
+            .expect("read");
+        buf
+    }
+
+    /// One port, two kinds of connection: those that open with the preface reach `streams`
+    /// without it (also when it comes in pieces), everything else reaches the server whole.
+    /// Once the server's side is dropped, the port is let go.
+    #[tokio::test]
+    async fn a_listener_splits_by_the_first_bytes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (mut grpc, mut streams) = split_incoming(listener);
+
+        let mut client = connect_stream(&addr.to_string()).await.expect("connects");
+        client.write_all(b"hello").await.expect("write");
+        let mut accepted = streams.recv().await.expect("a stream connection");
+        assert_eq!(read_n(&mut accepted, 5).await, b"hello");
+
+        let mut http = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        http.write_all(b"GET /v2/ HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
+        let mut accepted = grpc.next().await.expect("a connection").expect("accepted");
+        assert_eq!(read_n(&mut accepted, 8).await, b"GET /v2/");
+
+        let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(&STREAM_PREFACE[..3]).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        slow.write_all(&STREAM_PREFACE[3..]).await.expect("write");
+        slow.write_all(b"x").await.expect("write");
+        let mut accepted = streams.recv().await.expect("a stream connection");
+        assert_eq!(read_n(&mut accepted, 1).await, b"x");
+
+        // A connection that only looks like the preface at first is the server's, whole.
+        let mut almost = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        almost.write_all(b"BERTH/X").await.expect("write");
+        let mut accepted = grpc.next().await.expect("a connection").expect("accepted");
+        assert_eq!(read_n(&mut accepted, 7).await, b"BERTH/X");
+
+        drop(grpc);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(_) => break,
+                Err(error) if std::time::Instant::now() > deadline => {
+                    panic!("the port is still held: {error}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+}
