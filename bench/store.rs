@@ -4,8 +4,12 @@
 //! acknowledged write through a surviving member. Everything runs on loopback inside a network
 //! namespace of the benchmark's own (needs root).
 //!
+//! Both clusters run side by side and the loads alternate between them (berth, etcd, at each
+//! level, for several rounds), so that a machine that slows down mid-run slows both; each
+//! figure is the median over the rounds.
+//!
 //! Usage: store-bench [--berth PATH] [--etcd PATH] [--seconds N] [--concurrency 1,16,256]
-//!                    [--failovers N] [--only berth|etcd]
+//!                    [--rounds N] [--failovers N] [--only berth|etcd]
 
 use anyhow::{bail, Context, Result};
 use berth_e2e::{isolate_network, Server, TestEnv};
@@ -36,6 +40,9 @@ struct Args {
     /// Leader kills per system.
     #[arg(long, default_value_t = 20)]
     failovers: usize,
+    /// Rounds of the loads (each figure is the median over them).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Run one system only.
     #[arg(long)]
     only: Option<String>,
@@ -393,47 +400,95 @@ async fn round_trips(system: &str, n: usize) -> Result<Vec<Duration>> {
     Ok(times)
 }
 
+/// One concurrency level of one system: medians over the rounds.
+struct Level {
+    writes_per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Level {
+    fn median_of(loads: &[Load]) -> Level {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let of = |f: &dyn Fn(&Load) -> f64| median(loads.iter().map(f).collect());
+        Level {
+            writes_per_second: of(&|l| l.writes_per_second),
+            p50: Duration::from_secs_f64(of(&|l| l.percentile(0.5).as_secs_f64())),
+            p99: Duration::from_secs_f64(of(&|l| l.percentile(0.99).as_secs_f64())),
+        }
+    }
+}
+
 struct Results {
-    loads: Vec<Load>,
+    levels: Vec<Level>,
     failover: Vec<Duration>,
 }
 
-async fn measure(cluster: &mut Cluster, args: &Args) -> Result<Results> {
-    let system = cluster.name();
-    wait_writable(system, Duration::from_secs(30)).await?;
-    let mut loads = Vec::new();
-    for &clients in &args.concurrency {
-        let writer = |c: usize| {
-            Ok(KeyWriter {
-                client: Client::new(system, c % MEMBERS)?,
-                key: format!("bench-{c}"),
-            })
-        };
-        let result = load::run(clients, Duration::from_secs(args.seconds), writer).await?;
-        eprintln!(
-            "{system} c={clients}: {:.0} writes/s p50 {:.2} ms p99 {:.2} ms",
-            result.writes_per_second,
-            ms(result.percentile(0.5)),
-            ms(result.percentile(0.99))
-        );
-        loads.push(result);
+/// One level of load on one system.
+async fn load(system: &str, clients: usize, seconds: u64) -> Result<Load> {
+    let writer = |c: usize| {
+        Ok(KeyWriter {
+            client: Client::new(system, c % MEMBERS)?,
+            key: format!("bench-{c}"),
+        })
+    };
+    load::run(clients, Duration::from_secs(seconds), writer).await
+}
+
+/// The loads, alternating between the clusters, round after round; then each system's
+/// round trips and failovers.
+async fn measure(clusters: &mut [Cluster], args: &Args) -> Result<Vec<Results>> {
+    for cluster in clusters.iter() {
+        wait_writable(cluster.name(), Duration::from_secs(30)).await?;
     }
-    if args.round_trips > 0 {
-        let mut times = round_trips(system, args.round_trips).await?;
-        times.sort();
-        eprintln!(
-            "{system} read round trip p50 {:.0} us p99 {:.0} us",
-            percentile(&times, 0.5).as_secs_f64() * 1e6,
-            percentile(&times, 0.99).as_secs_f64() * 1e6
-        );
+    let mut loads: Vec<Vec<Vec<Load>>> = clusters
+        .iter()
+        .map(|_| args.concurrency.iter().map(|_| Vec::new()).collect())
+        .collect();
+    for round in 1..=args.rounds {
+        for (level, &clients) in args.concurrency.iter().enumerate() {
+            for (i, cluster) in clusters.iter().enumerate() {
+                let system = cluster.name();
+                let result = load(system, clients, args.seconds).await?;
+                eprintln!(
+                    "round {round}: {system} c={clients}: {:.0} writes/s p50 {:.2} ms p99 {:.2} ms",
+                    result.writes_per_second,
+                    ms(result.percentile(0.5)),
+                    ms(result.percentile(0.99))
+                );
+                loads[i][level].push(result);
+            }
+        }
     }
-    let failover = failovers(cluster, args.failovers).await?;
-    eprintln!(
-        "{system} failover p50 {:.0} ms p99 {:.0} ms",
-        ms(percentile(&failover, 0.5)),
-        ms(percentile(&failover, 0.99))
-    );
-    Ok(Results { loads, failover })
+    let mut results = Vec::new();
+    for (cluster, loads) in clusters.iter_mut().zip(loads) {
+        let system = cluster.name();
+        if args.round_trips > 0 {
+            let mut times = round_trips(system, args.round_trips).await?;
+            times.sort();
+            eprintln!(
+                "{system} read round trip p50 {:.0} us p99 {:.0} us",
+                percentile(&times, 0.5).as_secs_f64() * 1e6,
+                percentile(&times, 0.99).as_secs_f64() * 1e6
+            );
+        }
+        let failover = failovers(cluster, args.failovers).await?;
+        if !failover.is_empty() {
+            eprintln!(
+                "{system} failover p50 {:.0} ms p99 {:.0} ms",
+                ms(percentile(&failover, 0.5)),
+                ms(percentile(&failover, 0.99))
+            );
+        }
+        results.push(Results {
+            levels: loads.iter().map(|l| Level::median_of(l)).collect(),
+            failover,
+        });
+    }
+    Ok(results)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -442,38 +497,40 @@ fn ms(d: Duration) -> f64 {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
     isolate_network();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let run_berth = args.only.as_deref() != Some("etcd");
     let run_etcd = args.only.as_deref() != Some("berth");
-    let berth = if run_berth {
-        let mut cluster = Cluster::start_berth(&args.berth);
-        Some(runtime.block_on(measure(&mut cluster, &args))?)
-    } else {
-        None
-    };
-    let etcd = if run_etcd {
+    let mut clusters = Vec::new();
+    if run_berth {
+        clusters.push(Cluster::start_berth(&args.berth));
+    }
+    if run_etcd {
         if !args.etcd.exists() {
             bail!(
                 "{} not found: apt-get install etcd-server (or pass --only berth)",
                 args.etcd.display()
             );
         }
-        let mut cluster = Cluster::start_etcd(&args.etcd)?;
-        Some(runtime.block_on(measure(&mut cluster, &args))?)
-    } else {
-        None
-    };
+        clusters.push(Cluster::start_etcd(&args.etcd)?);
+    }
+    let mut results = runtime.block_on(measure(&mut clusters, &args))?.into_iter();
+    let berth = if run_berth { results.next() } else { None };
+    let etcd = if run_etcd { results.next() } else { None };
     report(&args, berth.as_ref(), etcd.as_ref());
     Ok(())
 }
 
 fn report(args: &Args, berth: Option<&Results>, etcd: Option<&Results>) {
     println!(
-        "3-member stores on loopback, {} s per level, {VALUE_BYTES}-byte values, {} failovers",
-        args.seconds, args.failovers
+        "3-member stores on loopback, {} s per level, medians of {} alternating rounds, \
+         {VALUE_BYTES}-byte values, {} failovers",
+        args.seconds, args.rounds, args.failovers
     );
     println!(
         "{:<26} {:>12} {:>12} {:>14}",
@@ -489,7 +546,7 @@ fn report(args: &Args, berth: Option<&Results>, etcd: Option<&Results>) {
     };
     for (i, clients) in args.concurrency.iter().enumerate() {
         let pick =
-            |r: Option<&Results>, f: &dyn Fn(&Load) -> f64| r.and_then(|r| r.loads.get(i)).map(f);
+            |r: Option<&Results>, f: &dyn Fn(&Level) -> f64| r.and_then(|r| r.levels.get(i)).map(f);
         row(
             format!("writes/s, {clients} clients"),
             pick(berth, &|l| l.writes_per_second),
@@ -497,13 +554,13 @@ fn report(args: &Args, berth: Option<&Results>, etcd: Option<&Results>) {
         );
         row(
             format!("p50 ms, {clients} clients"),
-            pick(berth, &|l| ms(l.percentile(0.5))),
-            pick(etcd, &|l| ms(l.percentile(0.5))),
+            pick(berth, &|l| ms(l.p50)),
+            pick(etcd, &|l| ms(l.p50)),
         );
         row(
             format!("p99 ms, {clients} clients"),
-            pick(berth, &|l| ms(l.percentile(0.99))),
-            pick(etcd, &|l| ms(l.percentile(0.99))),
+            pick(berth, &|l| ms(l.p99)),
+            pick(etcd, &|l| ms(l.p99)),
         );
     }
     let failover = |r: Option<&Results>, p: f64| r.map(|r| ms(percentile(&r.failover, p)));

@@ -22,7 +22,7 @@ use super::prevote::LeaderContact;
 use super::proposer::Proposer;
 use super::BerthRaft;
 use bytes::Bytes;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -37,9 +37,14 @@ pub enum Kind {
 /// The largest frame either side accepts (an AppendEntries of large entries).
 const MAX_FRAME: usize = 256 << 20;
 
-/// A follower's side closes a connection that carried nothing for this long: a leader
-/// heartbeats far more often, so the leader is gone or cut off (and will open a new one).
+/// The answering side closes a connection that carried nothing for this long: its peer is
+/// likely gone or cut off (a leader heartbeats far more often), and would open a new one.
 const IDLE: Duration = Duration::from_secs(30);
+
+/// The calling side reuses a connection only if it was used this recently, well within
+/// [`IDLE`], so that it never sends a request on a connection the other side is closing (a
+/// request that met a closed connection could not tell whether it had been acted on).
+const REUSE_WITHIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
@@ -56,7 +61,8 @@ pub enum WireError {
 /// can read an earlier call's answer.
 pub struct Connection {
     addr: String,
-    stream: Option<BufReader<TcpStream>>,
+    /// The connection, and when its last answer came.
+    stream: Option<(BufReader<TcpStream>, Instant)>,
 }
 
 impl Connection {
@@ -71,8 +77,8 @@ impl Connection {
     /// Sends an encoded request; its encoded answer.
     pub async fn call(&mut self, kind: Kind, request: &[u8]) -> Result<Bytes, WireError> {
         let mut stream = match self.stream.take() {
-            Some(stream) => stream,
-            None => BufReader::new(
+            Some((stream, used)) if used.elapsed() < REUSE_WITHIN => stream,
+            _ => BufReader::new(
                 berth_proto::transport::connect_stream(&self.addr)
                     .await
                     .map_err(|e| WireError::Connect(e.to_string()))?,
@@ -84,7 +90,7 @@ impl Connection {
         frame.extend_from_slice(request);
         stream.get_mut().write_all(&frame).await?;
         let answer = read_frame(&mut stream).await?;
-        self.stream = Some(stream);
+        self.stream = Some((stream, Instant::now()));
         Ok(answer)
     }
 }
