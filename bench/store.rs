@@ -501,7 +501,10 @@ fn main() -> Result<()> {
         bail!("--rounds must be at least 1");
     }
     isolate_network();
+    // The load generator's threads are its own: TOKIO_WORKER_THREADS, which berth's members
+    // inherit, does not change them.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
         .enable_all()
         .build()?;
     let run_berth = args.only.as_deref() != Some("etcd");
