@@ -10,6 +10,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use load::median;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::fmt::Write as _;
@@ -272,11 +273,6 @@ fn run_wrk(args: &Args, port: u16, seconds: u64) -> Result<Sample> {
         bail!("wrk failed: {}", String::from_utf8_lossy(&output.stderr));
     }
     parse_wrk(&String::from_utf8_lossy(&output.stdout))
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() -> Result<()> {

@@ -32,6 +32,7 @@ use berth_proto::pb::{
     WatchRequest,
 };
 use clap::Parser;
+use load::median;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -478,11 +479,6 @@ async fn run_point(args: &Args, pods: usize, run: usize) -> Result<Run> {
         not_ready_nodes,
         heartbeat_failures: failures.load(Ordering::Relaxed),
     })
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() -> Result<()> {

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-use load::{percentile, Load};
+use load::{median, percentile, Load};
 
 mod etcd {
     tonic::include_proto!("etcdserverpb");
@@ -409,10 +409,6 @@ struct Level {
 
 impl Level {
     fn median_of(loads: &[Load]) -> Level {
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         let of = |f: &dyn Fn(&Load) -> f64| median(loads.iter().map(f).collect());
         Level {
             writes_per_second: of(&|l| l.writes_per_second),

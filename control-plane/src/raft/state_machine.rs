@@ -105,7 +105,7 @@ impl StateMachine {
         durability: redb::Durability,
     ) -> Result<(Vec<CommandResult>, Vec<StoredEvent>), StorageError> {
         let last_index = entries.last().map(|e| e.log_id.index).unwrap_or(0);
-        super::stamp("sm.apply.blocking", last_index);
+        super::stamp("sm.apply.txn", last_index);
         let mut txn = self.db.begin_write().map_err(sm_write)?;
         super::stamp("sm.apply.locked", last_index);
         txn.set_durability(durability).map_err(sm_write)?;

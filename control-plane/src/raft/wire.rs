@@ -34,6 +34,16 @@ pub enum Kind {
     Forward = 2,
 }
 
+impl Kind {
+    fn from_byte(byte: u8) -> Option<Kind> {
+        match byte {
+            1 => Some(Kind::AppendEntries),
+            2 => Some(Kind::Forward),
+            _ => None,
+        }
+    }
+}
+
 /// The largest frame either side accepts (an AppendEntries of large entries).
 const MAX_FRAME: usize = 256 << 20;
 
@@ -54,6 +64,8 @@ pub enum WireError {
     Io(#[from] std::io::Error),
     #[error("frame of {0} bytes is over the limit")]
     TooLarge(usize),
+    #[error("malformed request: {0}")]
+    Malformed(String),
 }
 
 /// A connection to one member. An exchange takes the connection out and puts it
@@ -84,15 +96,25 @@ impl Connection {
                     .map_err(|e| WireError::Connect(e.to_string()))?,
             ),
         };
-        let mut frame = Vec::with_capacity(5 + request.len());
-        frame.extend_from_slice(&(1 + request.len() as u32).to_be_bytes());
-        frame.push(kind as u8);
-        frame.extend_from_slice(request);
-        stream.get_mut().write_all(&frame).await?;
+        stream
+            .get_mut()
+            .write_all(&frame(&[&[kind as u8], request]))
+            .await?;
         let answer = read_frame(&mut stream).await?;
         self.stream = Some((stream, Instant::now()));
         Ok(answer)
     }
+}
+
+/// `len u32 | parts...`, in one buffer: one write.
+fn frame(parts: &[&[u8]]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(4 + len);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out
 }
 
 async fn read_frame(stream: &mut BufReader<TcpStream>) -> Result<Bytes, WireError> {
@@ -142,43 +164,82 @@ pub async fn serve(
 async fn answer(stream: TcpStream, handler: &Handler) -> Result<(), WireError> {
     let mut stream = BufReader::new(stream);
     loop {
-        let frame = match tokio::time::timeout(IDLE, read_frame(&mut stream)).await {
-            Ok(Ok(frame)) => frame,
+        let request = match tokio::time::timeout(IDLE, read_frame(&mut stream)).await {
+            Ok(Ok(request)) => request,
             Ok(Err(WireError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 return Ok(())
             }
             Ok(Err(error)) => return Err(error),
             Err(_) => return Ok(()),
         };
-        let (&kind, body) = frame
+        let (&kind, body) = request
             .split_first()
-            .ok_or_else(|| malformed("empty frame"))?;
-        let body = frame.slice_ref(body);
-        let answer = match kind {
-            k if k == Kind::AppendEntries as u8 => {
+            .ok_or_else(|| WireError::Malformed("empty frame".into()))?;
+        let body = request.slice_ref(body);
+        let malformed = |e: &dyn std::fmt::Display| WireError::Malformed(e.to_string());
+        let answer = match Kind::from_byte(kind) {
+            Some(Kind::AppendEntries) => {
                 super::service::append_entries(&handler.raft, &handler.contact, body)
                     .await
-                    .map_err(|e| malformed_owned(e.to_string()))?
+                    .map_err(|e| malformed(&e))?
             }
-            k if k == Kind::Forward as u8 => super::service::forwarded(&handler.proposer, body)
+            Some(Kind::Forward) => super::service::forwarded(&handler.proposer, body)
                 .await
-                .map_err(|e| malformed_owned(e.to_string()))?,
-            _ => return Err(malformed("unknown request kind")),
+                .map_err(|e| malformed(&e))?,
+            None => return Err(malformed(&format!("unknown request kind {kind}"))),
         };
-        let mut out = Vec::with_capacity(4 + answer.len());
-        out.extend_from_slice(&(answer.len() as u32).to_be_bytes());
-        out.extend_from_slice(&answer);
-        stream.get_mut().write_all(&out).await?;
+        stream.get_mut().write_all(&frame(&[&answer])).await?;
     }
 }
 
-fn malformed(message: &str) -> WireError {
-    malformed_owned(message.to_string())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn malformed_owned(message: String) -> WireError {
-    WireError::Io(std::io::Error::new(
-        std::io::ErrorKind::InvalidData,
-        message,
-    ))
+    /// A call abandoned before its answer (a timeout) leaves nothing behind: the next call
+    /// gets its own answer, not the late one. The peer here echoes each request's body,
+    /// slowly for "slow".
+    #[tokio::test]
+    async fn an_abandoned_call_does_not_answer_the_next() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let (_grpc, mut streams) = berth_proto::transport::split_incoming(listener);
+        tokio::spawn(async move {
+            while let Some(stream) = streams.recv().await {
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    while let Ok(request) = read_frame(&mut stream).await {
+                        if &request[1..] == b"slow" {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        let echo = frame(&[&request[1..]]);
+                        if stream.get_mut().write_all(&echo).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+
+        let mut connection = Connection::new(&addr);
+        let answer = connection
+            .call(Kind::Forward, b"first")
+            .await
+            .expect("answer");
+        assert_eq!(&answer[..], b"first");
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(50),
+            connection.call(Kind::Forward, b"slow"),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the slow call times out");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let answer = connection
+            .call(Kind::Forward, b"next")
+            .await
+            .expect("answer");
+        assert_eq!(&answer[..], b"next");
+    }
 }
