@@ -18,17 +18,27 @@
 //! Why not redb, which holds the rest of the store: a redb commit of one small entry took
 //! 0.7 to 0.95 ms here (page copies, two syncs), a bare `fdatasync` 0.15 ms, and on a
 //! follower that sync is on every write's path.
+//!
+//! Space is allocated ahead of the writes, [`ALLOCATE_AHEAD`] at a time (etcd preallocates
+//! too): an `fdatasync` after an append that grows the file also commits the new size to the
+//! filesystem's journal, and measured here that took 190–280 µs against 125–160 µs for the
+//! same write into allocated space. The allocated tail reads as zeros, which no record starts
+//! with, so replay stops there.
 
 use super::{Entry, LogId, MemberId};
 use openraft::Vote;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A segment is closed once it grows past this.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// How much file space is allocated at a time, ahead of the writes that fill it.
+pub const ALLOCATE_AHEAD: u64 = 8 << 20;
 const HEADER: usize = 8;
 
 const ENTRY: u8 = 1;
@@ -106,7 +116,11 @@ pub struct Wal {
     dir: PathBuf,
     segments: Vec<Segment>,
     file: File,
+    /// Where the open segment's records end (and the next write goes).
     size: u64,
+    /// How far the open segment's file space reaches; `None` once the filesystem has refused
+    /// to allocate ahead, and the file just grows.
+    allocated: Option<u64>,
     /// A segment is closed once it grows past this.
     segment_bytes: u64,
     /// What the next segment starts with.
@@ -172,6 +186,7 @@ impl Wal {
         let mut replayed = Log::default();
         let mut segments = Vec::new();
         let newest = seqs.last().copied();
+        let mut end = 0;
         for seq in seqs {
             let path = segment_path(dir, seq);
             let mut bytes = Vec::new();
@@ -190,6 +205,10 @@ impl Wal {
                     }
                     None => at,
                 };
+                // Allocated space never written reads as zeros: the records end here.
+                if bytes[torn..].iter().all(|&b| b == 0) {
+                    break;
+                }
                 if Some(seq) != newest {
                     return Err(corrupt(format!(
                         "{}: a damaged record at byte {torn}, and newer segments follow",
@@ -202,6 +221,8 @@ impl Wal {
                     dropped = bytes.len() - torn,
                     "cutting off a write interrupted by a crash"
                 );
+                // Cut, not overwritten later: a shorter record written over the damage could
+                // otherwise line up with an intact unacknowledged one behind it.
                 let file = OpenOptions::new().write(true).open(&path)?;
                 file.set_len(torn as u64)?;
                 file.sync_all()?;
@@ -213,16 +234,16 @@ impl Wal {
                 path,
                 max_index,
             });
+            end = at as u64;
         }
         let (file, size) = match segments.last() {
-            Some(last) => {
-                let file = OpenOptions::new().append(true).open(&last.path)?;
-                let size = file.metadata()?.len();
-                (file, size)
-            }
+            Some(last) => (OpenOptions::new().write(true).open(&last.path)?, end),
             None => {
                 let path = segment_path(dir, 1);
-                let file = OpenOptions::new().create(true).append(true).open(&path)?;
+                let file = OpenOptions::new()
+                    .create_new(true)
+                    .write(true)
+                    .open(&path)?;
                 sync_dir(dir)?;
                 segments.push(Segment {
                     seq: 1,
@@ -232,11 +253,13 @@ impl Wal {
                 (file, 0)
             }
         };
+        let allocated = Some(file.metadata()?.len());
         let wal = Wal {
             dir: dir.to_path_buf(),
             segments,
             file,
             size,
+            allocated,
             segment_bytes: SEGMENT_BYTES,
             vote: replayed.vote,
             committed: replayed.committed,
@@ -300,6 +323,8 @@ impl Wal {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
+        // The closed segment gives back the space allocated past its records.
+        self.file.set_len(self.size)?;
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
         let path = segment_path(&self.dir, seq);
         let file = OpenOptions::new()
@@ -310,6 +335,7 @@ impl Wal {
         sync_dir(&self.dir)?;
         self.file = file;
         self.size = 0;
+        self.allocated = self.allocated.map(|_| 0);
         self.segments.push(Segment {
             seq,
             path,
@@ -327,8 +353,12 @@ impl Wal {
 
     /// Writes the pushed records to the open segment and syncs it.
     fn write_out(&mut self) -> io::Result<()> {
-        self.file.write_all(&self.buf)?;
-        self.size += self.buf.len() as u64;
+        let end = self.size + self.buf.len() as u64;
+        if let Some(allocated) = self.allocated.filter(|&a| a < end) {
+            self.allocated = allocate(&self.file, allocated, end + ALLOCATE_AHEAD)?;
+        }
+        self.file.write_all_at(&self.buf, self.size)?;
+        self.size = end;
         self.buf.clear();
         self.file.sync_data()
     }
@@ -345,6 +375,24 @@ impl Wal {
             std::fs::remove_file(&segment.path)?;
         }
         sync_dir(&self.dir)
+    }
+}
+
+/// Allocates the file's space from `from` to `to` (the file's size becomes `to`); `None` if
+/// the filesystem cannot, and the file will grow with each write instead.
+fn allocate(file: &File, from: u64, to: u64) -> io::Result<Option<u64>> {
+    let (offset, len) = (from as libc::off_t, (to - from) as libc::off_t);
+    // SAFETY: fallocate(2) on a file descriptor this `File` owns; no memory is passed.
+    if unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) } == 0 {
+        return Ok(Some(to));
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+            tracing::debug!(%error, "the filesystem does not allocate ahead; the log grows instead");
+            Ok(None)
+        }
+        _ => Err(error),
     }
 }
 
@@ -412,17 +460,22 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_off_and_damage_elsewhere_refused() {
         let dir = tempfile::tempdir().unwrap();
-        {
+        let end = {
             let (mut wal, _) = Wal::open(dir.path()).unwrap();
             for i in 1..=3 {
                 wal.push(Record::Entry(&entry(1, i))).unwrap();
             }
             wal.sync().unwrap();
-        }
+            wal.size as usize
+        };
         let path = segment_path(dir.path(), 1);
-        let whole = std::fs::read(&path).unwrap();
-        // A crash in the middle of the third record's write.
-        std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
+        let mut whole = std::fs::read(&path).unwrap();
+        assert!(whole.len() > end, "space is allocated ahead");
+        assert!(whole[end..].iter().all(|&b| b == 0));
+        // A crash in the middle of the third record's write: its second half never landed.
+        let third = end - end / 3;
+        whole[third + (end - third) / 2..end].fill(0);
+        std::fs::write(&path, &whole).unwrap();
         {
             let (mut wal, replayed) = Wal::open(dir.path()).unwrap();
             assert_eq!(indexes(&replayed), [(1, 1), (1, 2)]);
@@ -441,6 +494,22 @@ mod tests {
         std::fs::write(segment_path(dir.path(), 2), b"").unwrap();
         let error = Wal::open(dir.path()).err().expect("refused");
         assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+    }
+
+    #[test]
+    fn appends_go_after_the_records_not_after_the_allocated_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        for i in 1..=3 {
+            let (mut wal, replayed) = Wal::open(dir.path()).unwrap();
+            assert_eq!(replayed.entries.len() as u64, i - 1);
+            wal.push(Record::Entry(&entry(1, i))).unwrap();
+            wal.sync().unwrap();
+            let allocated = std::fs::metadata(&path).unwrap().len();
+            assert!(allocated > wal.size, "{allocated}");
+        }
+        let (_wal, replayed) = Wal::open(dir.path()).unwrap();
+        assert_eq!(indexes(&replayed), [(1, 1), (1, 2), (1, 3)]);
     }
 
     #[test]
