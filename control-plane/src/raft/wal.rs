@@ -378,8 +378,9 @@ impl Wal {
     }
 }
 
-/// Allocates the file's space from `from` to `to` (the file's size becomes `to`); `None` if
-/// the filesystem cannot, and the file will grow with each write instead.
+/// Allocates the file's space from `from` to `to` (the file's size becomes `to`) and returns
+/// how far it reaches now; `None` if the filesystem cannot, and the file will grow with each
+/// write instead.
 fn allocate(file: &File, from: u64, to: u64) -> io::Result<Option<u64>> {
     let (offset, len) = (from as libc::off_t, (to - from) as libc::off_t);
     // SAFETY: fallocate(2) on a file descriptor this `File` owns; no memory is passed.
@@ -392,6 +393,8 @@ fn allocate(file: &File, from: u64, to: u64) -> io::Result<Option<u64>> {
             tracing::debug!(%error, "the filesystem does not allocate ahead; the log grows instead");
             Ok(None)
         }
+        // A nearly full disk may still take the write itself; it fails there if not.
+        Some(libc::ENOSPC) => Ok(Some(from)),
         _ => Err(error),
     }
 }
