@@ -466,7 +466,7 @@ mod tests {
 
         fn commit(&self, command: Command) {
             let txn = self.db.begin_write().unwrap();
-            let (_, events) = self.store.apply(&txn, &command).unwrap();
+            let (_, events) = self.store.apply(&txn, command).unwrap();
             txn.commit().unwrap();
             self.hub.publish(events);
         }

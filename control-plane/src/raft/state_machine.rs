@@ -120,7 +120,7 @@ impl StateMachine {
                     EntryPayload::Normal(encoded) => match encoded.decode() {
                         Ok(command) => {
                             let (result, changes) =
-                                self.store.apply(&txn, &command).map_err(sm_write)?;
+                                self.store.apply(&txn, command).map_err(sm_write)?;
                             results.push(result);
                             events.extend(changes);
                         }

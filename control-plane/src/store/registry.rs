@@ -244,7 +244,7 @@ mod tests {
 
     fn run(store: &ObjectStore, command: Command) -> CommandResult {
         let txn = store.db().begin_write().unwrap();
-        let (result, events) = store.apply(&txn, &command).unwrap();
+        let (result, events) = store.apply(&txn, command).unwrap();
         txn.commit().unwrap();
         assert!(events.is_empty(), "registry writes are not object changes");
         result

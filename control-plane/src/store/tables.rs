@@ -162,7 +162,7 @@ impl ObjectStore {
     pub fn apply(
         &self,
         txn: &WriteTransaction,
-        command: &Command,
+        command: Command,
     ) -> Result<(CommandResult, Vec<StoredEvent>), redb::Error> {
         let mut writer = Writer::open(txn)?;
         let result = writer.run(command)?;
@@ -272,25 +272,25 @@ impl<'t> Writer<'t> {
         })
     }
 
-    fn run(&mut self, command: &Command) -> Result<CommandResult, redb::Error> {
+    fn run(&mut self, command: Command) -> Result<CommandResult, redb::Error> {
         let decided = match command {
-            Command::Apply { object, uid, now } => self.apply(object.clone(), uid, now)?,
+            Command::Apply { object, uid, now } => self.apply(object, &uid, &now)?,
             Command::Delete {
                 key,
                 resource_version,
-            } => self.delete(key, *resource_version)?,
+            } => self.delete(&key, resource_version)?,
             Command::UpdateStatus {
                 key,
                 status,
                 resource_version,
                 uid,
-            } => self.update_status(key, status.clone(), *resource_version, uid.as_deref())?,
+            } => self.update_status(&key, status, resource_version, uid.as_deref())?,
             Command::Bind { key, uid, node } => {
-                let existing = self.read(key)?;
-                match apply::decide_bind(key, existing.as_ref(), uid, node, self.revision + 1) {
+                let existing = self.read(&key)?;
+                match apply::decide_bind(&key, existing.as_ref(), &uid, &node, self.revision + 1) {
                     Err(error) => Err(error),
                     Ok(object) => {
-                        self.write(key, WatchEventType::Modified, &object)?;
+                        self.write(&key, WatchEventType::Modified, &object)?;
                         Ok(CommandResult::Applied {
                             outcome: Outcome::Configured,
                             object,
@@ -300,7 +300,7 @@ impl<'t> Writer<'t> {
             }
             Command::Batch(commands) => {
                 let results = commands
-                    .iter()
+                    .into_iter()
                     .map(|c| self.run(c))
                     .collect::<Result<_, _>>()?;
                 Ok(CommandResult::Batch(results))
@@ -312,33 +312,33 @@ impl<'t> Writer<'t> {
                 content,
                 tag,
             } => {
-                let stored = self.registry.manifest(repository, digest)?;
-                let tagged = match tag {
-                    Some(tag) => self.registry.tag(repository, tag)?,
+                let stored = self.registry.manifest(&repository, &digest)?;
+                let tagged = match &tag {
+                    Some(tag) => self.registry.tag(&repository, tag)?,
                     None => None,
                 };
                 let decided = apply::decide_put_manifest(
-                    repository,
-                    digest,
-                    media_type,
-                    content,
+                    &repository,
+                    &digest,
+                    &media_type,
+                    &content,
                     tag.as_deref(),
                     stored.as_ref(),
                     tagged.as_deref(),
                 );
-                self.write_registry(repository, digest, decided)?
+                self.write_registry(&repository, &digest, decided)?
             }
             Command::RegistryDeleteManifest { repository, digest } => {
-                let stored = self.registry.manifest(repository, digest)?.is_some();
-                let tags = self.registry.tags(repository)?;
-                let decided = apply::decide_delete_manifest(repository, digest, stored, &tags);
-                self.write_registry(repository, digest, decided)?
+                let stored = self.registry.manifest(&repository, &digest)?.is_some();
+                let tags = self.registry.tags(&repository)?;
+                let decided = apply::decide_delete_manifest(&repository, &digest, stored, &tags);
+                self.write_registry(&repository, &digest, decided)?
             }
             Command::RegistryDeleteTag { repository, tag } => {
-                let tagged = self.registry.tag(repository, tag)?;
-                let decided = apply::decide_delete_tag(repository, tag, tagged.as_deref());
+                let tagged = self.registry.tag(&repository, &tag)?;
+                let decided = apply::decide_delete_tag(&repository, &tag, tagged.as_deref());
                 let digest = tagged.unwrap_or_default();
-                self.write_registry(repository, &digest, decided)?
+                self.write_registry(&repository, &digest, decided)?
             }
         };
         Ok(decided.unwrap_or_else(CommandResult::Failed))
