@@ -516,6 +516,30 @@ mod tests {
     }
 
     #[test]
+    fn a_closed_segment_still_holding_its_allocated_space_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, _) = Wal::open(dir.path()).unwrap();
+            wal.segment_bytes = 100;
+            for i in 1..=8 {
+                wal.push(Record::Entry(&entry(1, i))).unwrap();
+                wal.sync().unwrap();
+            }
+            assert!(wal.segments.len() > 1);
+        }
+        // A crash before the closed segment's size change reached the disk.
+        let first = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&first).unwrap();
+        bytes.resize(bytes.len() + 4096, 0);
+        std::fs::write(&first, &bytes).unwrap();
+        let (_wal, replayed) = Wal::open(dir.path()).unwrap();
+        assert_eq!(
+            replayed.entries.keys().copied().collect::<Vec<_>>(),
+            (1..=8).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn full_segments_close_and_purged_ones_go() {
         let dir = tempfile::tempdir().unwrap();
         let files = || std::fs::read_dir(dir.path()).unwrap().count() - 1;
