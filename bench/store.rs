@@ -423,11 +423,13 @@ struct Results {
     failover: Vec<Duration>,
 }
 
-/// One level of load on one system.
-async fn load(system: &str, clients: usize, seconds: u64) -> Result<Load> {
+/// One level of load on one system. Client `c` talks to member `leader + c`: the first
+/// client is the leader's in both systems, so a single client's writes are never forwarded
+/// in one system and forwarded in the other (which member leads is up to each election).
+async fn load(system: &str, clients: usize, seconds: u64, leader: usize) -> Result<Load> {
     let writer = |c: usize| {
         Ok(KeyWriter {
-            client: Client::new(system, c % MEMBERS)?,
+            client: Client::new(system, (leader + c) % MEMBERS)?,
             key: format!("bench-{c}"),
         })
     };
@@ -448,9 +450,12 @@ async fn measure(clusters: &mut [Cluster], args: &Args) -> Result<Vec<Results>> 
         for (level, &clients) in args.concurrency.iter().enumerate() {
             for (i, cluster) in clusters.iter().enumerate() {
                 let system = cluster.name();
-                let result = load(system, clients, args.seconds).await?;
+                let Some(leader) = cluster.leader().await else {
+                    bail!("{system}: no leader before round {round}")
+                };
+                let result = load(system, clients, args.seconds, leader).await?;
                 eprintln!(
-                    "round {round}: {system} c={clients}: {:.0} writes/s p50 {:.2} ms p99 {:.2} ms",
+                    "round {round}: {system} c={clients} (leader: member {leader}): {:.0} writes/s p50 {:.2} ms p99 {:.2} ms",
                     result.writes_per_second,
                     ms(result.percentile(0.5)),
                     ms(result.percentile(0.99))
