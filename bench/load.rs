@@ -28,13 +28,13 @@ impl Load {
     }
 }
 
-/// The `p` quantile of sorted durations (zero when there are none).
 /// The middle value (the upper one of an even count); `values` must not be empty.
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
 
+/// The `p` quantile of sorted durations (zero when there are none).
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;

@@ -9,7 +9,7 @@
 //! figure is the median over the rounds.
 //!
 //! Usage: store-bench [--berth PATH] [--etcd PATH] [--seconds N] [--concurrency 1,16,256]
-//!                    [--rounds N] [--failovers N] [--only berth|etcd]
+//!                    [--rounds N] [--failovers N] [--only berth|etcd] [--round-trips N]
 
 use anyhow::{bail, Context, Result};
 use berth_e2e::{isolate_network, Server, TestEnv};
@@ -566,6 +566,9 @@ fn report(args: &Args, berth: Option<&Results>, etcd: Option<&Results>) {
             pick(berth, &|l| ms(l.p99)),
             pick(etcd, &|l| ms(l.p99)),
         );
+    }
+    if args.failovers == 0 {
+        return;
     }
     let failover = |r: Option<&Results>, p: f64| r.map(|r| ms(percentile(&r.failover, p)));
     row(

@@ -53,6 +53,10 @@ pub struct StateMachine {
     durable: Option<Durable>,
     /// When an apply last committed durably.
     last_durable: Arc<Mutex<Instant>>,
+    /// Held by the snapshot builder while it writes (a durable commit, concurrent with
+    /// applies): an apply that finds it taken goes to the blocking pool rather than wait for
+    /// redb's write lock on a runtime thread.
+    snapshot_writing: Arc<Mutex<()>>,
 }
 
 fn sm_read(e: impl std::fmt::Display) -> StorageError {
@@ -77,6 +81,7 @@ impl StateMachine {
             hub,
             durable: None,
             last_durable: Arc::new(Mutex::new(Instant::now())),
+            snapshot_writing: Arc::default(),
         })
     }
 
@@ -202,6 +207,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 last_membership: membership,
                 snapshot_id,
             };
+            let writing = this.snapshot_writing.lock().expect("snapshot lock");
             let txn = this.db.begin_write().map_err(snap_err)?;
             {
                 let mut table = txn.open_table(SNAPSHOT).map_err(snap_err)?;
@@ -209,6 +215,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 table.insert("data", data.as_slice()).map_err(snap_err)?;
             }
             txn.commit().map_err(snap_err)?;
+            drop(writing);
             Ok(Snapshot {
                 meta,
                 snapshot: Box::new(Cursor::new(data)),
@@ -240,8 +247,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         super::stamp("sm.apply.durable", last_index);
         // Small applies that need no fsync run right here: a hop to the blocking pool costs
-        // more than the transaction (tens of µs, and a thread wake-up). Large batches and the
-        // periodic durable commit go to the blocking pool, off the runtime's threads.
+        // more than the transaction (tens of µs, and a thread wake-up). Large batches, the
+        // periodic durable commit, and applies during a snapshot's write (redb's write lock
+        // is taken) go to the blocking pool, off the runtime's threads.
         let bytes: usize = entries
             .iter()
             .map(|e| match &e.payload {
@@ -250,13 +258,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             })
             .sum();
         let durability = self.durability();
-        let (results, events) =
-            if bytes <= INLINE_APPLY_BYTES && matches!(durability, redb::Durability::None) {
-                self.apply_in_txn(&entries, durability)?
-            } else {
+        let small = bytes <= INLINE_APPLY_BYTES && matches!(durability, redb::Durability::None);
+        let inline = match small
+            .then(|| self.snapshot_writing.try_lock().ok())
+            .flatten()
+        {
+            Some(_no_snapshot_writing) => Some(self.apply_in_txn(&entries, durability)?),
+            None => None,
+        };
+        let (results, events) = match inline {
+            Some(applied) => applied,
+            None => {
                 let this = self.clone();
                 blocking(move || this.apply_in_txn(&entries, durability)).await?
-            };
+            }
+        };
         self.hub.publish(events);
         Ok(results)
     }
