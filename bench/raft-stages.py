@@ -54,8 +54,10 @@ for i in idxs:
             if fce and fap: stats['follower fsync'].append(fce-fap)
     sa=e.get(('L','sm.apply.start'),[None])[0]; sc=e.get(('L','sm.apply.committed'),[None])[0]
     if sa and rp: stats['first reply->sm.apply.start'].append(sa-min(rp))
-    if sa and sc: stats['sm apply'].append(sc-sa)
-    if sc: stats['sm.committed->prop.written'].append(w-sc)
+    se=e.get(('L','sm.apply.end'),[None])[0]
+    if sa and se: stats['sm apply (to results)'].append(se-sa)
+    if sa and sc: stats['sm apply (to committed)'].append(sc-sa)
+    if se: stats['sm.apply.end->prop.written'].append(w-se)
     stats['append->prop.written total'].append(w-ap)
 for k,v in stats.items():
     v=sorted(v); print('%-40s n=%5d p50=%6d p90=%6d us'%(k,len(v),v[len(v)//2],v[int(len(v)*.9)]))
@@ -83,7 +85,7 @@ for k,v in api.items():
 print('--- sub-stages on leader')
 st=collections.defaultdict(list)
 last={}
-order=['sm.apply.start','sm.apply.durable','sm.apply.txn','sm.apply.locked','sm.apply.commit','sm.apply.committed']
+order=['sm.apply.start','sm.apply.durable','sm.apply.txn','sm.apply.locked','sm.apply.end','sm.apply.commit','sm.apply.committed']
 for pid,s,idx,t in ph:
     if pid!=leader: continue
     if s in order:

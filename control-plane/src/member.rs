@@ -14,7 +14,7 @@ use crate::api::ApiService;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
 use crate::raft::service::RaftService;
-use crate::raft::state_machine::StateMachine;
+use crate::raft::state_machine::{StateMachine, Visible};
 use crate::raft::{BerthRaft, MemberId};
 use crate::registry::{Registry, RegistryParts};
 use crate::store::{Command, ObjectStore, WatchHub};
@@ -222,10 +222,10 @@ impl Member {
             (None, None) => 1,
         };
 
-        let (raft, store, hub, store_file) =
+        let (raft, store, hub, visible, store_file) =
             open_raft(id, &dir.join(STORE_FILE), &dir.join(LOG_DIR), &config).await?;
 
-        let barrier = crate::raft::leader::ReadBarrier::default();
+        let barrier = crate::raft::leader::ReadBarrier::new(visible.clone());
         let contact = crate::raft::prevote::LeaderContact::default();
         // Followers refuse votes for election_timeout_max after their last heartbeat
         // (openraft's leader lease): pre-vote support follows the same window.
@@ -241,7 +241,8 @@ impl Member {
             departed: departed_tx,
         };
         let leader_link = crate::raft::leader::LeaderLink::default();
-        let proposer = crate::raft::proposer::Proposer::start(raft.clone(), leader_link.clone());
+        let proposer =
+            crate::raft::proposer::Proposer::start(raft.clone(), leader_link.clone(), visible);
         let registry_dir = dir.join(REGISTRY_DIR);
         let registry = Registry::open(
             &registry_dir,
@@ -473,6 +474,7 @@ async fn open_raft(
         BerthRaft,
         ObjectStore,
         WatchHub,
+        Visible,
         std::sync::Weak<redb::Database>,
     ),
     MemberError,
@@ -494,6 +496,7 @@ async fn open_raft(
     let state_machine = StateMachine::new(db, store.clone(), hub.clone())
         .map_err(|e| store_error(path, e))?
         .applying_only_durable(durable.clone());
+    let visible = state_machine.visible();
     let raft_config = openraft::Config {
         cluster_name: "berth".into(),
         heartbeat_interval: config.heartbeat_interval_ms,
@@ -518,7 +521,7 @@ async fn open_raft(
     )
     .await
     .map_err(|e| MemberError::Raft(e.to_string()))?;
-    Ok((raft, store, hub, store_file))
+    Ok((raft, store, hub, visible, store_file))
 }
 
 /// Opens (or creates) a redb file. A member stopped in this process lets go of its files a

@@ -56,6 +56,36 @@ async fn t10_read_after_write_sees_it() {
     }
 }
 
+/// A stale read is possibly behind the leader, never behind the writes its own member
+/// answered: an answer may come before the apply's commit (see raft/state_machine.rs).
+#[tokio::test]
+async fn t11_stale_read_on_the_member_sees_its_answered_writes() {
+    let mut f = start(|_| {}).await;
+    for i in 0..50 {
+        let answered = apply(&mut f.api, &config_map("c", &i.to_string())).await;
+        let request = pb::GetRequest {
+            object: common::object_ref("ConfigMap", "default", "c"),
+            stale_ok: true,
+        };
+        let got = object_of(&f.api.get(request).await.unwrap().into_inner().object);
+        assert_eq!(got["data"]["key"], i.to_string());
+        assert_eq!(
+            got["metadata"]["resourceVersion"],
+            answered["metadata"]["resourceVersion"]
+        );
+        let revision = revision(&mut f.api).await;
+        let answered_revision: u64 = answered["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            revision >= answered_revision,
+            "{revision} < {answered_revision}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn t20_same_resource_version_one_wins_one_conflicts() {
     let mut f = start(|_| {}).await;

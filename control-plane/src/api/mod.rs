@@ -65,16 +65,17 @@ impl ApiService {
         }
     }
 
-    /// Proposes a command through Raft (batched with concurrent ones) and waits until it is
-    /// applied here.
+    /// Proposes a command through Raft (batched with concurrent ones) and waits for its
+    /// result, to answer the client with (see `Proposer::propose_to_answer`).
     pub async fn propose(&self, command: Command) -> Result<CommandResult, Status> {
-        self.proposer.propose(command).await
+        self.proposer.propose_to_answer(command).await
     }
 
-    /// Makes the next local read linearizable (see [`crate::raft::leader::linearize`]).
+    /// Makes the next local read linearizable (see [`crate::raft::leader::linearize`]), or
+    /// with `stale_ok` show what this member has applied.
     async fn linearize(&self, stale_ok: bool) -> Result<(), Status> {
         if stale_ok {
-            return Ok(());
+            return crate::raft::leader::applied_here(&self.raft, &self.barrier).await;
         }
         crate::raft::leader::linearize(&self.raft, &self.barrier, &self.leader).await
     }
@@ -483,6 +484,7 @@ impl Api for ApiService {
         &self,
         _request: Request<pb::ClusterRequest>,
     ) -> Result<Response<pb::ClusterResponse>, Status> {
+        self.linearize(true).await?;
         let revision = self.read(|store| store.revision()).await?;
         let metrics = self.raft.metrics().borrow().clone();
         Ok(Response::new(pb::ClusterResponse {

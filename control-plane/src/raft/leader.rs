@@ -1,6 +1,7 @@
 //! Reaching the leader from a follower: client commands are forwarded to it, and a
 //! linearizable read on a follower first asks it for a read index.
 
+use super::state_machine::Visible;
 use super::{wire, BerthRaft, EncodedCommand};
 use crate::store::{Command, CommandResult};
 use berth_proto::pb::raft_client::RaftClient;
@@ -85,13 +86,22 @@ pub enum ReadIndexError {
 /// commit index then lags what it acknowledged before the restart, and so would its read
 /// index. The first read of each term therefore commits an empty entry first: committing it
 /// commits everything before it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ReadBarrier {
     /// The term (+1) in which this member last committed a barrier entry; 0: never.
     term: Arc<std::sync::atomic::AtomicU64>,
+    /// How far this member's store is readable.
+    visible: Visible,
 }
 
 impl ReadBarrier {
+    pub fn new(visible: Visible) -> Self {
+        ReadBarrier {
+            term: Arc::default(),
+            visible,
+        }
+    }
+
     /// The log index a linearizable read must see applied, if this member leads.
     pub async fn read_index(&self, raft: &BerthRaft) -> Result<u64, ReadIndexError> {
         use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -119,9 +129,25 @@ impl ReadBarrier {
     }
 }
 
+/// Makes the next local read show at least what this member has applied (its newest applies
+/// may wait for their commit: see state_machine.rs), so that a stale read on a member still
+/// sees the writes it answered. Reads from the leader may be newer.
+pub async fn applied_here(raft: &BerthRaft, barrier: &ReadBarrier) -> Result<(), Status> {
+    let applied = raft
+        .metrics()
+        .borrow()
+        .last_applied
+        .map(|id| id.index)
+        .unwrap_or(0);
+    match barrier.visible.reached(applied).await {
+        true => Ok(()),
+        false => Err(Status::unavailable("this member is shutting down")),
+    }
+}
+
 /// Makes the next local read linearizable: confirms this member leads, or on a follower
-/// waits until it has applied the leader's read index. Used by the API's reads and the
-/// registry's.
+/// asks the leader, and waits until this member's store shows the read index (its applies
+/// committed: see state_machine.rs). Used by the API's reads and the registry's.
 pub async fn linearize(
     raft: &BerthRaft,
     barrier: &ReadBarrier,
@@ -135,13 +161,15 @@ pub async fn linearize(
         }
         Err(ReadIndexError::Failed(message)) => return Err(Status::unavailable(message)),
     };
-    raft.wait(Some(std::time::Duration::from_secs(5)))
-        .applied_index_at_least(Some(index), "read index")
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            Status::unavailable(format!(
-                "this member is not catching up with the leader: {e}"
-            ))
-        })
+    match tokio::time::timeout(CATCH_UP, barrier.visible.reached(index)).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Status::unavailable("this member is shutting down")),
+        Err(_) => Err(Status::unavailable(format!(
+            "this member is not catching up with the leader: index {index} not applied \
+             within {CATCH_UP:?}"
+        ))),
+    }
 }
+
+/// How long a read waits for this member to apply its read index.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);

@@ -11,11 +11,17 @@
 //! 16 and 256 clients), smaller batches cost more rounds (syncs, AppendEntries, applies) than
 //! the shorter queueing won back, on a machine the members share.
 //!
+//! A result comes back once applied, which may be before the change is visible in this
+//! member's store (see state_machine.rs). [`Proposer::propose`] waits for that, for the
+//! leader's loops, which read their cache or the store next; [`Proposer::propose_to_answer`]
+//! does not, for the API, which only answers its client (whose later reads wait for it).
+//!
 //! Followers forward their batches to the leader, where they join the leader's own queue, so
 //! that the whole cluster's concurrent writes share entries. A forwarded batch is never
 //! forwarded again (no loops while leadership moves): the follower's clients retry instead.
 
 use super::leader::LeaderLink;
+use super::state_machine::Visible;
 use super::{BerthRaft, EncodedCommand};
 use crate::store::{Command, CommandResult};
 use openraft::error::{ClientWriteError, RaftError};
@@ -30,7 +36,9 @@ const MAX_BATCH: usize = 512;
 /// answering) from holding up every later write of this member.
 pub const PROPOSAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-type Reply = oneshot::Sender<Result<CommandResult, Status>>;
+/// A result, and the index of the entry that carried it when proposed here (not forwarded).
+type Proposed = Result<(CommandResult, Option<u64>), Status>;
+type Reply = oneshot::Sender<Proposed>;
 
 /// Where a queued command came from.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -44,24 +52,40 @@ enum Origin {
 #[derive(Clone)]
 pub struct Proposer {
     queue: mpsc::UnboundedSender<(EncodedCommand, Origin, Reply)>,
+    visible: Visible,
 }
 
 impl Proposer {
     /// Starts the proposing task; it ends when every `Proposer` handle is dropped.
-    pub fn start(raft: BerthRaft, leader: LeaderLink) -> Proposer {
+    pub fn start(raft: BerthRaft, leader: LeaderLink, visible: Visible) -> Proposer {
         let (queue, commands) = mpsc::unbounded_channel();
         tokio::spawn(propose_loop(raft, leader, commands));
-        Proposer { queue }
+        Proposer { queue, visible }
     }
 
-    /// Proposes one command and waits for its result once applied here.
+    /// Proposes one command and waits for its result, and, when proposed here, until this
+    /// member's store shows it.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, Status> {
+        let (result, index) = self
+            .enqueue(EncodedCommand::new(&command), Origin::Client)
+            .await?;
+        if let Some(index) = index {
+            if !self.visible.reached(index).await {
+                return Err(Status::unavailable("the member is shutting down"));
+            }
+        }
+        Ok(result)
+    }
+
+    /// Proposes one command and waits for its result, to answer a client with: this
+    /// member's stale reads and watches may show it a moment later.
+    pub async fn propose_to_answer(&self, command: Command) -> Result<CommandResult, Status> {
         super::stamp("prop.enter", 0);
         let r = self
             .enqueue(EncodedCommand::new(&command), Origin::Client)
             .await;
         super::stamp("prop.reply", 0);
-        r
+        r.map(|(result, _)| result)
     }
 
     /// Proposes a follower's batch here; fails if this member no longer leads.
@@ -69,14 +93,12 @@ impl Proposer {
         &self,
         command: EncodedCommand,
     ) -> Result<CommandResult, Status> {
-        self.enqueue(command, Origin::Follower).await
+        self.enqueue(command, Origin::Follower)
+            .await
+            .map(|(result, _)| result)
     }
 
-    async fn enqueue(
-        &self,
-        command: EncodedCommand,
-        origin: Origin,
-    ) -> Result<CommandResult, Status> {
+    async fn enqueue(&self, command: EncodedCommand, origin: Origin) -> Proposed {
         let (reply, result) = oneshot::channel();
         self.queue
             .send((command, origin, reply))
@@ -93,7 +115,7 @@ async fn propose_or_forward(
     leader: &LeaderLink,
     proposal: EncodedCommand,
     may_forward: bool,
-) -> Result<CommandResult, Status> {
+) -> Proposed {
     // A follower that knows the leader forwards without trying: a proposal there would only
     // come back as ForwardToLeader.
     let metrics = raft.metrics().borrow().clone();
@@ -106,7 +128,10 @@ async fn propose_or_forward(
                 .cloned()
         });
         if let Some(node) = node {
-            return leader.forward(&node.addr, proposal).await;
+            return leader
+                .forward(&node.addr, proposal)
+                .await
+                .map(|result| (result, None));
         }
     }
     super::stamp("prop.write", 0);
@@ -116,7 +141,7 @@ async fn propose_or_forward(
         r.as_ref().map(|r| r.log_id.index).unwrap_or(0),
     );
     match r {
-        Ok(response) => Ok(response.data),
+        Ok(response) => Ok((response.data, Some(response.log_id.index))),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) if !may_forward => {
             Err(Status::unavailable("this member no longer leads; retry"))
         }
@@ -152,14 +177,14 @@ async fn propose_loop(
             ))
         });
         match outcome {
-            Ok(CommandResult::Batch(results)) if replies.len() > 1 => {
+            Ok((CommandResult::Batch(results), index)) if replies.len() > 1 => {
                 for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(result));
+                    let _ = reply.send(Ok((result, index)));
                 }
             }
-            Ok(result) => {
+            Ok(proposed) => {
                 for reply in replies {
-                    let _ = reply.send(Ok(result.clone()));
+                    let _ = reply.send(Ok(proposed.clone()));
                 }
             }
             Err(status) => {

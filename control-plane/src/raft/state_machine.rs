@@ -4,6 +4,18 @@
 //! Commands arrive as the bytes they were proposed as (see codec.rs) and are parsed here, the
 //! one place that needs them parsed.
 //!
+//! A write's answer does not wait for redb's commit. A small apply runs in the *open*
+//! transaction (beginning one if none is open) and hands openraft its results at once. A task
+//! of its own (`commit_loop`) commits the open transaction [`COMMIT_WITHIN`] after it was
+//! opened, or at once when a reader asks; then publishes the changes to watches and advances
+//! [`Visible`]. Applies that come meanwhile join the transaction, so one commit serves many.
+//! Nothing reads an uncommitted apply: linearizable reads wait for `Visible` to reach their
+//! read index, and the proposals of the leader's own loops wait for it too (see
+//! `Proposer::propose`), both asking for the commit. Stale reads and watches see a change at
+//! most about `COMMIT_WITHIN` after its answer. (A commit is ~30 µs of the ~90 µs an apply
+//! took at 1 client; run right after the apply in a task of its own, it still came before
+//! the answer.)
+//!
 //! Applies commit without fsync: they are re-derivable from the log (a file of its own, whose
 //! appends do fsync). The state machine's file is made durable by building or installing a
 //! snapshot, which comes before the log is purged up to it, and by one apply every
@@ -23,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify};
 
 /// `last_applied` and `membership`, as JSON.
 const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("state_machine_meta");
@@ -38,6 +51,10 @@ const DURABLE_EVERY: Duration = Duration::from_secs(10);
 /// Applies of at most this many command bytes run on the runtime's thread (see `apply`).
 const INLINE_APPLY_BYTES: usize = 16 * 1024;
 
+/// How long an open transaction waits for its commit unless a reader asks for it: how late
+/// watches and stale reads may see a change.
+const COMMIT_WITHIN: Duration = Duration::from_millis(1);
+
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
     last_applied: Option<LogId>,
@@ -45,11 +62,98 @@ struct SnapshotData {
     store: StoreSnapshot,
 }
 
+/// The transaction of the newest applies, while it is not committed.
+struct Open {
+    txn: redb::WriteTransaction,
+    /// What its applies changed: published once it commits.
+    events: Vec<StoredEvent>,
+    /// The last log index applied in it.
+    index: u64,
+}
+
+/// How far this member's store is readable: the last log index whose apply has committed.
+#[derive(Clone)]
+pub struct Visible {
+    index: watch::Receiver<u64>,
+    /// Asks the commit task to commit now.
+    wanted: Arc<Notify>,
+}
+
+impl Visible {
+    /// Waits until the applies up to `index` are committed, asking for their commit; false
+    /// if the state machine is gone.
+    pub async fn reached(&self, index: u64) -> bool {
+        let mut visible = self.index.clone();
+        loop {
+            if *visible.borrow_and_update() >= index {
+                return true;
+            }
+            self.wanted.notify_one();
+            if visible.changed().await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+/// What commits the open transaction: shared by the state machine and its commit task.
+struct Committer {
+    open: Mutex<Option<Open>>,
+    hub: WatchHub,
+    visible: watch::Sender<u64>,
+}
+
+impl Committer {
+    /// Commits the open transaction, if one is open, then publishes its changes and makes
+    /// them visible. Holds the lock throughout: changes are published in commit order.
+    fn commit_open(&self, durability: redb::Durability) -> Result<(), StorageError> {
+        let mut open = self.open.lock().expect("open transaction lock");
+        let Some(mut current) = open.take() else {
+            return Ok(());
+        };
+        super::stamp("sm.apply.commit", current.index);
+        current.txn.set_durability(durability).map_err(sm_write)?;
+        current.txn.commit().map_err(sm_write)?;
+        super::stamp("sm.apply.committed", current.index);
+        self.hub.publish(current.events);
+        self.advance_visible(current.index);
+        Ok(())
+    }
+
+    fn advance_visible(&self, index: u64) {
+        self.visible.send_if_modified(|visible| {
+            let advanced = index > *visible;
+            *visible = (*visible).max(index);
+            advanced
+        });
+    }
+}
+
+/// Commits each transaction an inline apply opened, `COMMIT_WITHIN` later or when a reader
+/// asks. Ends with the last state machine handle. openraft already has the results of the
+/// applies it commits and carries on from them: a failed commit would lose them from under
+/// it, so it stops the process (as a failed log write does); a restart applies them again.
+async fn commit_loop(
+    committer: Arc<Committer>,
+    mut opened: mpsc::UnboundedReceiver<()>,
+    wanted: Arc<Notify>,
+) {
+    while opened.recv().await.is_some() {
+        tokio::select! {
+            _ = tokio::time::sleep(COMMIT_WITHIN) => {}
+            _ = wanted.notified() => {}
+        }
+        if let Err(error) = committer.commit_open(redb::Durability::None) {
+            tracing::error!("the state machine's commit failed, stopping: {error}");
+            std::process::abort();
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct StateMachine {
     db: Arc<Database>,
     store: ObjectStore,
-    hub: WatchHub,
     durable: Option<Durable>,
     /// When an apply last committed durably.
     last_durable: Arc<Mutex<Instant>>,
@@ -57,6 +161,11 @@ pub struct StateMachine {
     /// applies): an apply that finds it taken goes to the blocking pool rather than wait for
     /// redb's write lock on a runtime thread.
     snapshot_writing: Arc<Mutex<()>>,
+    /// Applies not committed yet, and what commits them (see the module's docs).
+    committer: Arc<Committer>,
+    /// Tells the commit task that an inline apply opened a transaction.
+    opened: mpsc::UnboundedSender<()>,
+    wanted: Arc<Notify>,
 }
 
 fn sm_read(e: impl std::fmt::Display) -> StorageError {
@@ -70,19 +179,43 @@ fn snap_err(e: impl std::fmt::Display) -> StorageError {
 }
 
 impl StateMachine {
+    /// Starts the commit task: call within a tokio runtime.
     pub fn new(db: Arc<Database>, store: ObjectStore, hub: WatchHub) -> Result<Self, redb::Error> {
         let txn = db.begin_write()?;
         txn.open_table(SM_META)?;
         txn.open_table(SNAPSHOT)?;
         txn.commit()?;
+        let committer = Arc::new(Committer {
+            open: Mutex::new(None),
+            hub,
+            // openraft reads the applied state first thing, which sets it (`applied_state`).
+            visible: watch::channel(0).0,
+        });
+        let (opened, opens) = mpsc::unbounded_channel();
+        let wanted = Arc::new(Notify::new());
+        tokio::spawn(commit_loop(committer.clone(), opens, wanted.clone()));
         Ok(StateMachine {
             db,
             store,
-            hub,
             durable: None,
             last_durable: Arc::new(Mutex::new(Instant::now())),
             snapshot_writing: Arc::default(),
+            committer,
+            opened,
+            wanted,
         })
+    }
+
+    /// How far this member's store is readable.
+    pub fn visible(&self) -> Visible {
+        Visible {
+            index: self.committer.visible.subscribe(),
+            wanted: self.wanted.clone(),
+        }
+    }
+
+    fn commit_open(&self, durability: redb::Durability) -> Result<(), StorageError> {
+        self.committer.commit_open(durability)
     }
 
     /// Applies an entry only once this member's log holds it durably: the leader's own
@@ -103,21 +236,32 @@ impl StateMachine {
         }
     }
 
-    /// Applies `entries` in one transaction: each entry's result, and the changes watches see.
-    fn apply_in_txn(
-        &self,
-        entries: &[Entry],
-        durability: redb::Durability,
-    ) -> Result<(Vec<CommandResult>, Vec<StoredEvent>), StorageError> {
+    /// Applies `entries` in the open transaction, beginning one if none is open: each
+    /// entry's result, and whether it began one. On an error the open transaction is dropped
+    /// with the earlier applies in it: openraft stops on the error, and a restart applies
+    /// them again from the log.
+    fn apply_open(&self, entries: &[Entry]) -> Result<(Vec<CommandResult>, bool), StorageError> {
         let last_index = entries.last().map(|e| e.log_id.index).unwrap_or(0);
-        super::stamp("sm.apply.txn", last_index);
-        let mut txn = self.db.begin_write().map_err(sm_write)?;
-        super::stamp("sm.apply.locked", last_index);
-        txn.set_durability(durability).map_err(sm_write)?;
+        let mut open = self.committer.open.lock().expect("open transaction lock");
+        let began = open.is_none();
+        let mut current = match open.take() {
+            Some(current) => current,
+            None => {
+                super::stamp("sm.apply.txn", last_index);
+                let mut txn = self.db.begin_write().map_err(sm_write)?;
+                super::stamp("sm.apply.locked", last_index);
+                txn.set_durability(redb::Durability::None)
+                    .map_err(sm_write)?;
+                Open {
+                    txn,
+                    events: Vec::new(),
+                    index: 0,
+                }
+            }
+        };
         let mut results = Vec::with_capacity(entries.len());
-        let mut events = Vec::new();
         {
-            let mut meta = txn.open_table(SM_META).map_err(sm_write)?;
+            let mut meta = current.txn.open_table(SM_META).map_err(sm_write)?;
             for entry in entries {
                 put_json(&mut meta, "last_applied", &Some(entry.log_id))?;
                 match &entry.payload {
@@ -125,9 +269,9 @@ impl StateMachine {
                     EntryPayload::Normal(encoded) => match encoded.decode() {
                         Ok(command) => {
                             let (result, changes) =
-                                self.store.apply(&txn, command).map_err(sm_write)?;
+                                self.store.apply(&current.txn, command).map_err(sm_write)?;
                             results.push(result);
-                            events.extend(changes);
+                            current.events.extend(changes);
                         }
                         // The same bytes fail alike on every member: the entry is a no-op,
                         // not a reason to stop applying.
@@ -146,10 +290,10 @@ impl StateMachine {
                 }
             }
         }
-        super::stamp("sm.apply.commit", last_index);
-        txn.commit().map_err(sm_write)?;
-        super::stamp("sm.apply.committed", last_index);
-        Ok((results, events))
+        current.index = last_index;
+        *open = Some(current);
+        super::stamp("sm.apply.end", last_index);
+        Ok((results, began))
     }
 
     fn read_applied(
@@ -182,7 +326,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let this = self.clone();
         blocking(move || {
-            // One read transaction, so objects and applied index agree even while applies go on.
+            // Everything applied so far, in one read transaction, so objects and applied index
+            // agree even while applies go on.
+            this.commit_open(redb::Durability::None)?;
             let txn = this.db.begin_read().map_err(sm_read)?;
             let (last_applied, membership) = Self::read_applied(&txn)?;
             let store = this.store.export(&txn).map_err(sm_read)?;
@@ -229,8 +375,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
-        let db = self.db.clone();
-        blocking(move || Self::read_applied(&db.begin_read().map_err(sm_read)?)).await
+        let this = self.clone();
+        let (applied, membership) = blocking(move || {
+            this.commit_open(redb::Durability::None)?;
+            Self::read_applied(&this.db.begin_read().map_err(sm_read)?)
+        })
+        .await?;
+        self.committer
+            .advance_visible(applied.map(|id| id.index).unwrap_or(0));
+        Ok((applied, membership))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
@@ -247,9 +400,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         super::stamp("sm.apply.durable", last_index);
         // Small applies that need no fsync run right here: a hop to the blocking pool costs
-        // more than the transaction (tens of µs, and a thread wake-up). Large batches, the
-        // periodic durable commit, and applies during a snapshot's write (redb's write lock
-        // is taken) go to the blocking pool, off the runtime's threads.
+        // more than the apply (tens of µs, and a thread wake-up), and the commit task commits
+        // them later (see the module's docs). Large batches, the periodic durable commit, and
+        // applies during a snapshot's write (redb's write lock is taken) go to the blocking
+        // pool, off the runtime's threads, and commit there.
         let bytes: usize = entries
             .iter()
             .map(|e| match &e.payload {
@@ -263,18 +417,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .then(|| self.snapshot_writing.try_lock().ok())
             .flatten()
         {
-            Some(_no_snapshot_writing) => Some(self.apply_in_txn(&entries, durability)?),
+            Some(_no_snapshot_writing) => Some(self.apply_open(&entries)?),
             None => None,
         };
-        let (results, events) = match inline {
-            Some(applied) => applied,
+        match inline {
+            Some((results, began)) => {
+                if began {
+                    // The commit task only ends with the last state machine handle.
+                    let _ = self.opened.send(());
+                }
+                Ok(results)
+            }
             None => {
                 let this = self.clone();
-                blocking(move || this.apply_in_txn(&entries, durability)).await?
+                blocking(move || {
+                    let (results, _) = this.apply_open(&entries)?;
+                    this.commit_open(durability)?;
+                    Ok(results)
+                })
+                .await
             }
-        };
-        self.hub.publish(events);
-        Ok(results)
+        }
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -291,10 +454,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let this = self.clone();
+        let installed = meta.last_log_id.map(|id| id.index).unwrap_or(0);
         let meta = meta.clone();
         blocking(move || {
             let data = snapshot.into_inner();
             let content: SnapshotData = serde_json::from_slice(&data).map_err(snap_err)?;
+            this.commit_open(redb::Durability::None)?;
             let txn = this.db.begin_write().map_err(snap_err)?;
             this.store.import(&txn, &content.store).map_err(snap_err)?;
             {
@@ -308,7 +473,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             txn.commit().map_err(snap_err)
         })
         .await?;
-        self.hub.reset();
+        self.committer.hub.reset();
+        self.committer.advance_visible(installed);
         Ok(())
     }
 
@@ -331,5 +497,76 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::EncodedCommand;
+    use crate::store::{Command, Notice};
+    use berth_proto::{Kind, ObjectKey};
+    use openraft::CommittedLeaderId;
+
+    fn entry(index: u64, name: &str) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(EncodedCommand::new(&Command::Apply {
+                object: serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+                uid: format!("uid-{name}"),
+                now: "2026-01-01T00:00:00Z".into(),
+            })),
+        }
+    }
+
+    /// An apply answers before its commit; applies that come meanwhile join its transaction;
+    /// a reader waiting for `Visible` gets the commit at once (not after `COMMIT_WITHIN`), and
+    /// the changes reach watches only then. The runtime has one thread (the commit task runs
+    /// only while the test awaits) and its clock only moves when every task waits on a timer.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn applies_answer_before_their_commit_and_readers_ask_for_it() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let db = Arc::new(Database::create(dir.path().join("berth.redb")).expect("redb"));
+        let hub = WatchHub::new(16);
+        let store = ObjectStore::new(db.clone(), 100).expect("store");
+        let mut sm = StateMachine::new(db, store.clone(), hub.clone()).expect("state machine");
+        sm.applied_state().await.expect("applied state");
+        let visible = sm.visible();
+        let mut changes = hub.subscribe();
+        let key = |name: &str| ObjectKey::new(Kind::Namespace, "", name);
+
+        let results = sm.apply([entry(1, "a")]).await.expect("apply");
+        assert!(
+            matches!(results[..], [CommandResult::Applied { .. }]),
+            "{results:?}"
+        );
+        sm.apply([entry(2, "b")]).await.expect("apply");
+        assert!(
+            store.get(&key("a")).expect("read").is_none(),
+            "not committed yet"
+        );
+        assert!(
+            changes.try_recv().is_err(),
+            "nothing published before the commit"
+        );
+
+        let asked = tokio::time::Instant::now();
+        assert!(visible.reached(2).await);
+        assert_eq!(asked, tokio::time::Instant::now(), "committed when asked");
+        assert!(store.get(&key("a")).expect("read").is_some());
+        assert!(store.get(&key("b")).expect("read").is_some());
+        for name in ["a", "b"] {
+            match changes.try_recv() {
+                Ok(Notice::Change(event)) => assert_eq!(event.key, key(name)),
+                _ => panic!("the change to {name} is published after the commit"),
+            }
+        }
+
+        // Without a reader asking, the commit comes by itself.
+        sm.apply([entry(3, "c")]).await.expect("apply");
+        tokio::time::sleep(COMMIT_WITHIN * 20).await;
+        assert!(store.get(&key("c")).expect("read").is_some());
+        let (applied, _) = sm.applied_state().await.expect("applied state");
+        assert_eq!(applied.map(|id| id.index), Some(3));
     }
 }
