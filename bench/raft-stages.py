@@ -85,7 +85,7 @@ for k,v in api.items():
 print('--- sub-stages on leader')
 st=collections.defaultdict(list)
 last={}
-order=['sm.apply.start','sm.apply.durable','sm.apply.txn','sm.apply.locked','sm.apply.end','sm.apply.commit','sm.apply.committed']
+order=['sm.apply.start','sm.apply.durable','sm.apply.txn','sm.apply.locked','sm.apply.end','sm.apply.return','sm.apply.commit','sm.apply.committed']
 for pid,s,idx,t in ph:
     if pid!=leader: continue
     if s in order:

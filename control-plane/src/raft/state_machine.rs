@@ -426,6 +426,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     // The commit task only ends with the last state machine handle.
                     let _ = self.opened.send(());
                 }
+                super::stamp("sm.apply.return", last_index);
                 Ok(results)
             }
             None => {
