@@ -19,6 +19,7 @@
 //! nothing, and a new leader builds it after a read barrier (everything committed before its
 //! term is applied locally, so the cache starts from at least what any earlier leader saw).
 
+use crate::raft::state_machine::Visible;
 use crate::raft::BerthRaft;
 use crate::store::{Notice, ObjectStore, ReadError, StoredEvent, WatchEventType, WatchHub};
 use berth_proto::k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -180,28 +181,37 @@ const KEPT: [Kind; 6] = [
     Kind::EndpointSlice,
 ];
 
+/// Waits until this member, as leader, has applied everything committed and its store shows
+/// it (the read barrier). Fails if it does not lead.
+async fn read_barrier(raft: &BerthRaft, visible: &Visible) -> Result<(), CacheError> {
+    let read = raft
+        .ensure_linearizable()
+        .await
+        .map_err(|e| CacheError::Barrier(e.to_string()))?;
+    match visible.reached(read.map(|id| id.index).unwrap_or(0)).await {
+        true => Ok(()),
+        false => Err(CacheError::Closed),
+    }
+}
+
 impl Cache {
-    /// Waits until this member, as leader, has applied everything committed (the read barrier),
-    /// then lists `kinds` from the local store. Fails if it does not lead.
+    /// Passes the read barrier, then lists `kinds` from the local store. Fails if this member
+    /// does not lead.
     pub async fn build(
         raft: &BerthRaft,
+        visible: &Visible,
         store: ObjectStore,
         hub: WatchHub,
         kinds: &[Kind],
     ) -> Result<Cache, CacheError> {
-        raft.ensure_linearizable()
-            .await
-            .map_err(|e| CacheError::Barrier(e.to_string()))?;
+        read_barrier(raft, visible).await?;
         Cache::list(store, hub, kinds).await
     }
 
-    /// Waits until this member, as leader, has applied everything committed: for a cache kept
-    /// across a change of term. The next [`Cache::sync`] then brings the cache up to it.
-    pub async fn barrier(&self, raft: &BerthRaft) -> Result<(), CacheError> {
-        raft.ensure_linearizable()
-            .await
-            .map_err(|e| CacheError::Barrier(e.to_string()))?;
-        Ok(())
+    /// Passes the read barrier: for a cache kept across a change of term. The next
+    /// [`Cache::sync`] then brings the cache up to it.
+    pub async fn barrier(&self, raft: &BerthRaft, visible: &Visible) -> Result<(), CacheError> {
+        read_barrier(raft, visible).await
     }
 
     /// Lists `kinds` from the local store as it is now (no barrier).
@@ -354,6 +364,7 @@ impl Cache {
 /// (leadership lost and won back between two looks).
 pub struct LeaderCache {
     raft: BerthRaft,
+    visible: Visible,
     store: ObjectStore,
     hub: WatchHub,
     kinds: &'static [Kind],
@@ -364,12 +375,14 @@ pub struct LeaderCache {
 impl LeaderCache {
     pub fn new(
         raft: BerthRaft,
+        visible: Visible,
         store: ObjectStore,
         hub: WatchHub,
         kinds: &'static [Kind],
     ) -> LeaderCache {
         LeaderCache {
             raft,
+            visible,
             store,
             hub,
             kinds,
@@ -398,13 +411,18 @@ impl LeaderCache {
         let mut changed = Changed::default();
         match &mut self.kept {
             None => {
-                let cache =
-                    Cache::build(&self.raft, self.store.clone(), self.hub.clone(), self.kinds);
+                let cache = Cache::build(
+                    &self.raft,
+                    &self.visible,
+                    self.store.clone(),
+                    self.hub.clone(),
+                    self.kinds,
+                );
                 self.kept = Some((cache.await?, term));
                 changed.everything = true;
             }
             Some((cache, kept_term)) if *kept_term != term => {
-                cache.barrier(&self.raft).await?;
+                cache.barrier(&self.raft, &self.visible).await?;
                 *kept_term = term;
             }
             Some(_) => {}

@@ -372,7 +372,7 @@ fn same_status(old: Option<&ServiceStatus>, new: &ServiceStatus) -> bool {
 /// Runs on every member; acts while it leads. Ends when Raft shuts down.
 pub async fn run(raft: BerthRaft, store: ObjectStore, hub: WatchHub, proposer: Proposer) {
     const KINDS: &[Kind] = &[Kind::Service, Kind::EndpointSlice, Kind::Pod, Kind::Node];
-    let mut cache = LeaderCache::new(raft.clone(), store, hub, KINDS);
+    let mut cache = LeaderCache::new(raft.clone(), proposer.visible(), store, hub, KINDS);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -51,7 +51,7 @@ pub async fn run(
     events: EventRecorder,
 ) {
     const KINDS: &[Kind] = &[Kind::Deployment, Kind::ReplicaSet, Kind::Pod];
-    let mut cache = LeaderCache::new(raft.clone(), store, hub, KINDS);
+    let mut cache = LeaderCache::new(raft.clone(), proposer.visible(), store, hub, KINDS);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut requeue: Option<Instant> = None;

@@ -42,7 +42,13 @@ pub async fn run(
     config: LifecycleConfig,
     events: EventRecorder,
 ) {
-    let mut cache = LeaderCache::new(raft.clone(), store.clone(), hub, &[Kind::Node]);
+    let mut cache = LeaderCache::new(
+        raft.clone(),
+        proposer.visible(),
+        store.clone(),
+        hub,
+        &[Kind::Node],
+    );
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leader_since: Option<Instant> = None;

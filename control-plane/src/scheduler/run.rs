@@ -51,7 +51,13 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut cache = LeaderCache::new(raft.clone(), store, hub, &[Kind::Node, Kind::Pod]);
+    let mut cache = LeaderCache::new(
+        raft.clone(),
+        proposer.visible(),
+        store,
+        hub,
+        &[Kind::Node, Kind::Pod],
+    );
     loop {
         // A burst of changes (a Deployment's pods) is one pass: the pass syncs them all.
         tokio::select! {
