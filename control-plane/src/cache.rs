@@ -12,8 +12,9 @@
 //!
 //! The state machine publishes a change only after its transaction commits, so a subscription
 //! taken before a read misses nothing the read does not show, and a change the read already
-//! shows is recognised by its revision and skipped. A proposal's result comes back after its
-//! changes were published: a loop that syncs after awaiting its own writes sees them.
+//! shows is recognised by its revision and skipped. A leader's own proposal
+//! (`Proposer::propose`) comes back after its changes were published: a loop that syncs after
+//! awaiting its own writes sees them.
 //!
 //! The cache belongs to one loop and is dropped when its member stops leading: a follower keeps
 //! nothing, and a new leader builds it after a read barrier (everything committed before its
@@ -188,10 +189,10 @@ async fn read_barrier(raft: &BerthRaft, visible: &Visible) -> Result<(), CacheEr
         .ensure_linearizable()
         .await
         .map_err(|e| CacheError::Barrier(e.to_string()))?;
-    match visible.reached(read.map(|id| id.index).unwrap_or(0)).await {
-        true => Ok(()),
-        false => Err(CacheError::Closed),
-    }
+    visible
+        .reached(read.map(|id| id.index).unwrap_or(0))
+        .await
+        .map_err(|e| CacheError::Barrier(e.to_string()))
 }
 
 impl Cache {

@@ -75,7 +75,7 @@ impl ApiService {
     /// with `stale_ok` show what this member has applied.
     async fn linearize(&self, stale_ok: bool) -> Result<(), Status> {
         if stale_ok {
-            return crate::raft::leader::applied_here(&self.raft, &self.barrier).await;
+            return crate::raft::leader::applied_here(&self.barrier).await;
         }
         crate::raft::leader::linearize(&self.raft, &self.barrier, &self.leader).await
     }
@@ -401,6 +401,10 @@ impl Api for ApiService {
             namespace: Some(request.namespace).filter(|n| !n.is_empty()),
             selector: parse_selector(&request.label_selector)?,
         };
+        if request.from_revision == 0 {
+            // From now: a write this member already answered is not news.
+            self.linearize(true).await?;
+        }
         let stream =
             watch::start(self.store.clone(), &self.hub, filter, request.from_revision).await?;
         Ok(Response::new(stream))

@@ -62,8 +62,9 @@ pub async fn run(raft: BerthRaft, store: ObjectStore, proposer: Proposer, ttl: D
     let mut tick = tokio::time::interval(period(ttl));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The period may be a minute: a stopping member must not wait for it to let go of the store.
-    // The server metrics change only with the role or the leader; the full metrics change on
-    // every write, and would wake this task each time.
+    // The server metrics change only with the role or the leader (the full metrics change on
+    // every write, and would wake this task each time); they end, and the wait with them, when
+    // Raft stops.
     let mut server = raft.server_metrics();
     let stopped = async move {
         let _ = server.wait_for(|m| m.state == ServerState::Shutdown).await;

@@ -132,17 +132,12 @@ impl ReadBarrier {
 /// Makes the next local read show at least what this member has applied (its newest applies
 /// may wait for their commit: see state_machine.rs), so that a stale read on a member still
 /// sees the writes it answered. Reads from the leader may be newer.
-pub async fn applied_here(raft: &BerthRaft, barrier: &ReadBarrier) -> Result<(), Status> {
-    let applied = raft
-        .metrics()
-        .borrow()
-        .last_applied
-        .map(|id| id.index)
-        .unwrap_or(0);
-    match barrier.visible.reached(applied).await {
-        true => Ok(()),
-        false => Err(Status::unavailable("this member is shutting down")),
-    }
+pub async fn applied_here(barrier: &ReadBarrier) -> Result<(), Status> {
+    barrier
+        .visible
+        .settled()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))
 }
 
 /// Makes the next local read linearizable: confirms this member leads, or on a follower
@@ -161,15 +156,9 @@ pub async fn linearize(
         }
         Err(ReadIndexError::Failed(message)) => return Err(Status::unavailable(message)),
     };
-    match tokio::time::timeout(CATCH_UP, barrier.visible.reached(index)).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Status::unavailable("this member is shutting down")),
-        Err(_) => Err(Status::unavailable(format!(
-            "this member is not catching up with the leader: index {index} not applied \
-             within {CATCH_UP:?}"
-        ))),
-    }
+    barrier.visible.reached(index).await.map_err(|e| {
+        Status::unavailable(format!(
+            "this member is not catching up with the leader: {e}"
+        ))
+    })
 }
-
-/// How long a read waits for this member to apply its read index.
-const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);

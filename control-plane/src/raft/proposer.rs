@@ -75,9 +75,10 @@ impl Proposer {
             .enqueue(EncodedCommand::new(&command), Origin::Client)
             .await?;
         if let Some(index) = index {
-            if !self.visible.reached(index).await {
-                return Err(Status::unavailable("the member is shutting down"));
-            }
+            self.visible
+                .reached(index)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
         }
         Ok(result)
     }

@@ -11,10 +11,11 @@
 //! [`Visible`]. Applies that come meanwhile join the transaction, so one commit serves many.
 //! Nothing reads an uncommitted apply: linearizable reads wait for `Visible` to reach their
 //! read index, and the proposals of the leader's own loops wait for it too (see
-//! `Proposer::propose`), both asking for the commit. Stale reads and watches see a change at
-//! most about `COMMIT_WITHIN` after its answer. (A commit is ~30 µs of the ~90 µs an apply
-//! took at 1 client; run right after the apply in a task of its own, it still came before
-//! the answer.)
+//! `Proposer::propose`), both asking for the commit; so do stale reads, for everything this
+//! member has applied ([`Visible::settled`]): a member's reads never miss a write it answered.
+//! Watches see a change when it commits, at most about `COMMIT_WITHIN` after its answer. (A
+//! commit is ~30 µs of the ~90 µs an apply took at 1 client; run right after the apply in a
+//! task of its own, it still came before the answer.)
 //!
 //! Applies commit without fsync: they are re-derivable from the log (a file of its own, whose
 //! appends do fsync). The state machine's file is made durable by building or installing a
@@ -33,6 +34,7 @@ use openraft::{
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
@@ -52,8 +54,12 @@ const DURABLE_EVERY: Duration = Duration::from_secs(10);
 const INLINE_APPLY_BYTES: usize = 16 * 1024;
 
 /// How long an open transaction waits for its commit unless a reader asks for it: how late
-/// watches and stale reads may see a change.
+/// watches may see a change.
 const COMMIT_WITHIN: Duration = Duration::from_millis(1);
+
+/// How long a reader waits for a commit before giving up: only a state machine that stopped
+/// (its apply or commit failed, and openraft stops with it) takes that long.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(5);
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
@@ -75,24 +81,45 @@ struct Open {
 #[derive(Clone)]
 pub struct Visible {
     index: watch::Receiver<u64>,
+    /// The last log index applied here, committed or not.
+    applied: Arc<AtomicU64>,
     /// Asks the commit task to commit now.
     wanted: Arc<Notify>,
 }
 
+/// Why a reader stopped waiting for a commit.
+#[derive(Debug, thiserror::Error)]
+pub enum NotVisible {
+    #[error("this member's state machine has stopped")]
+    Stopped,
+    #[error("this member's store did not show log index {0} within {VISIBLE_WITHIN:?}")]
+    TimedOut(u64),
+}
+
 impl Visible {
-    /// Waits until the applies up to `index` are committed, asking for their commit; false
-    /// if the state machine is gone.
-    pub async fn reached(&self, index: u64) -> bool {
+    /// Waits until the applies up to `index` are committed, asking for their commit.
+    pub async fn reached(&self, index: u64) -> Result<(), NotVisible> {
         let mut visible = self.index.clone();
-        loop {
-            if *visible.borrow_and_update() >= index {
-                return true;
+        let wait = async {
+            loop {
+                if *visible.borrow_and_update() >= index {
+                    return Ok(());
+                }
+                self.wanted.notify_one();
+                if visible.changed().await.is_err() {
+                    return Err(NotVisible::Stopped);
+                }
             }
-            self.wanted.notify_one();
-            if visible.changed().await.is_err() {
-                return false;
-            }
-        }
+        };
+        tokio::time::timeout(VISIBLE_WITHIN, wait)
+            .await
+            .unwrap_or(Err(NotVisible::TimedOut(index)))
+    }
+
+    /// Waits until everything applied here so far is committed: a read then shows every
+    /// write this member has answered.
+    pub async fn settled(&self) -> Result<(), NotVisible> {
+        self.reached(self.applied.load(Ordering::Acquire)).await
     }
 }
 
@@ -101,6 +128,10 @@ struct Committer {
     open: Mutex<Option<Open>>,
     hub: WatchHub,
     visible: watch::Sender<u64>,
+    applied: Arc<AtomicU64>,
+    /// Held until the commit task ends, so that the database counts as open (see
+    /// `Member::shutdown`) while a transaction of its may be.
+    _db: Arc<Database>,
 }
 
 impl Committer {
@@ -108,6 +139,14 @@ impl Committer {
     /// them visible. Holds the lock throughout: changes are published in commit order.
     fn commit_open(&self, durability: redb::Durability) -> Result<(), StorageError> {
         let mut open = self.open.lock().expect("open transaction lock");
+        self.commit_locked(&mut open, durability)
+    }
+
+    fn commit_locked(
+        &self,
+        open: &mut Option<Open>,
+        durability: redb::Durability,
+    ) -> Result<(), StorageError> {
         let Some(mut current) = open.take() else {
             return Ok(());
         };
@@ -121,6 +160,7 @@ impl Committer {
     }
 
     fn advance_visible(&self, index: u64) {
+        self.applied.fetch_max(index, Ordering::AcqRel);
         self.visible.send_if_modified(|visible| {
             let advanced = index > *visible;
             *visible = (*visible).max(index);
@@ -143,7 +183,22 @@ async fn commit_loop(
             _ = tokio::time::sleep(COMMIT_WITHIN) => {}
             _ = wanted.notified() => {}
         }
-        if let Err(error) = committer.commit_open(redb::Durability::None) {
+        // The lock is taken for long only by a commit that syncs (the periodic durable one,
+        // on the blocking pool): this runtime thread does not wait for it.
+        let inline = match committer.open.try_lock() {
+            Ok(mut open) => Some(committer.commit_locked(&mut open, redb::Durability::None)),
+            Err(_) => None,
+        };
+        let committed = match inline {
+            Some(committed) => committed,
+            None => {
+                let committer = committer.clone();
+                tokio::task::spawn_blocking(move || committer.commit_open(redb::Durability::None))
+                    .await
+                    .unwrap_or_else(|e| Err(sm_write(e)))
+            }
+        };
+        if let Err(error) = committed {
             tracing::error!("the state machine's commit failed, stopping: {error}");
             std::process::abort();
         }
@@ -190,6 +245,8 @@ impl StateMachine {
             hub,
             // openraft reads the applied state first thing, which sets it (`applied_state`).
             visible: watch::channel(0).0,
+            applied: Arc::default(),
+            _db: db.clone(),
         });
         let (opened, opens) = mpsc::unbounded_channel();
         let wanted = Arc::new(Notify::new());
@@ -210,6 +267,7 @@ impl StateMachine {
     pub fn visible(&self) -> Visible {
         Visible {
             index: self.committer.visible.subscribe(),
+            applied: self.committer.applied.clone(),
             wanted: self.wanted.clone(),
         }
     }
@@ -290,7 +348,10 @@ impl StateMachine {
                 }
             }
         }
-        current.index = last_index;
+        current.index = current.index.max(last_index);
+        self.committer
+            .applied
+            .fetch_max(current.index, Ordering::AcqRel);
         *open = Some(current);
         super::stamp("sm.apply.end", last_index);
         Ok((results, began))
@@ -423,8 +484,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         match inline {
             Some((results, began)) => {
                 if began {
-                    // The commit task only ends with the last state machine handle.
-                    let _ = self.opened.send(());
+                    self.opened
+                        .send(())
+                        .map_err(|_| sm_write("the state machine's commit task has stopped"))?;
                 }
                 super::stamp("sm.apply.return", last_index);
                 Ok(results)
@@ -552,7 +614,7 @@ mod tests {
         );
 
         let asked = tokio::time::Instant::now();
-        assert!(visible.reached(2).await);
+        visible.reached(2).await.expect("visible");
         assert_eq!(asked, tokio::time::Instant::now(), "committed when asked");
         assert!(store.get(&key("a")).expect("read").is_some());
         assert!(store.get(&key("b")).expect("read").is_some());
