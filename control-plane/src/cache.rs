@@ -20,7 +20,7 @@
 //! nothing, and a new leader builds it after a read barrier (everything committed before its
 //! term is applied locally, so the cache starts from at least what any earlier leader saw).
 
-use crate::raft::state_machine::Visible;
+use crate::raft::leader::ReadBarrier;
 use crate::raft::BerthRaft;
 use crate::store::{Notice, ObjectStore, ReadError, StoredEvent, WatchEventType, WatchHub};
 use berth_proto::k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -183,14 +183,10 @@ const KEPT: [Kind; 6] = [
 ];
 
 /// Waits until this member, as leader, has applied everything committed and its store shows
-/// it (the read barrier). Fails if it does not lead.
-async fn read_barrier(raft: &BerthRaft, visible: &Visible) -> Result<(), CacheError> {
-    let read = raft
-        .ensure_linearizable()
-        .await
-        .map_err(|e| CacheError::Barrier(e.to_string()))?;
-    visible
-        .reached(read.map(|id| id.index).unwrap_or(0))
+/// it (see [`ReadBarrier::as_leader`]). Fails if it does not lead.
+async fn read_barrier(raft: &BerthRaft, barrier: &ReadBarrier) -> Result<(), CacheError> {
+    barrier
+        .as_leader(raft)
         .await
         .map_err(|e| CacheError::Barrier(e.to_string()))
 }
@@ -200,19 +196,19 @@ impl Cache {
     /// does not lead.
     pub async fn build(
         raft: &BerthRaft,
-        visible: &Visible,
+        barrier: &ReadBarrier,
         store: ObjectStore,
         hub: WatchHub,
         kinds: &[Kind],
     ) -> Result<Cache, CacheError> {
-        read_barrier(raft, visible).await?;
+        read_barrier(raft, barrier).await?;
         Cache::list(store, hub, kinds).await
     }
 
     /// Passes the read barrier: for a cache kept across a change of term. The next
     /// [`Cache::sync`] then brings the cache up to it.
-    pub async fn barrier(&self, raft: &BerthRaft, visible: &Visible) -> Result<(), CacheError> {
-        read_barrier(raft, visible).await
+    pub async fn barrier(&self, raft: &BerthRaft, barrier: &ReadBarrier) -> Result<(), CacheError> {
+        read_barrier(raft, barrier).await
     }
 
     /// Lists `kinds` from the local store as it is now (no barrier).
@@ -365,7 +361,7 @@ impl Cache {
 /// (leadership lost and won back between two looks).
 pub struct LeaderCache {
     raft: BerthRaft,
-    visible: Visible,
+    barrier: ReadBarrier,
     store: ObjectStore,
     hub: WatchHub,
     kinds: &'static [Kind],
@@ -376,14 +372,14 @@ pub struct LeaderCache {
 impl LeaderCache {
     pub fn new(
         raft: BerthRaft,
-        visible: Visible,
+        barrier: ReadBarrier,
         store: ObjectStore,
         hub: WatchHub,
         kinds: &'static [Kind],
     ) -> LeaderCache {
         LeaderCache {
             raft,
-            visible,
+            barrier,
             store,
             hub,
             kinds,
@@ -414,7 +410,7 @@ impl LeaderCache {
             None => {
                 let cache = Cache::build(
                     &self.raft,
-                    &self.visible,
+                    &self.barrier,
                     self.store.clone(),
                     self.hub.clone(),
                     self.kinds,
@@ -423,7 +419,7 @@ impl LeaderCache {
                 changed.everything = true;
             }
             Some((cache, kept_term)) if *kept_term != term => {
-                cache.barrier(&self.raft, &self.visible).await?;
+                cache.barrier(&self.raft, &self.barrier).await?;
                 *kept_term = term;
             }
             Some(_) => {}

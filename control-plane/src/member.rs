@@ -265,6 +265,7 @@ impl Member {
         );
         let scheduler = crate::scheduler::run::run(
             raft.clone(),
+            barrier.clone(),
             store.clone(),
             hub.clone(),
             proposer.clone(),
@@ -272,6 +273,7 @@ impl Member {
         );
         let controllers = crate::controllers::run::run(
             raft.clone(),
+            barrier.clone(),
             store.clone(),
             hub.clone(),
             proposer.clone(),
@@ -279,6 +281,7 @@ impl Member {
         );
         let endpoints = crate::controllers::endpoints::run(
             raft.clone(),
+            barrier.clone(),
             store.clone(),
             hub.clone(),
             proposer.clone(),

@@ -75,7 +75,7 @@ impl ApiService {
     /// with `stale_ok` show what this member has applied.
     async fn linearize(&self, stale_ok: bool) -> Result<(), Status> {
         if stale_ok {
-            return crate::raft::leader::applied_here(&self.barrier).await;
+            return self.barrier.applied_here().await;
         }
         crate::raft::leader::linearize(&self.raft, &self.barrier, &self.leader).await
     }

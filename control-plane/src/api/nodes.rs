@@ -69,6 +69,7 @@ impl ApiService {
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         crate::nodes::run::run(
             self.raft.clone(),
+            self.barrier.clone(),
             self.store.clone(),
             self.hub.clone(),
             self.proposer.clone(),

@@ -27,6 +27,7 @@
 
 use super::{controller_of, is_ready, is_terminating, name_suffix};
 use crate::cache::{Cache, LeaderCache};
+use crate::raft::leader::ReadBarrier;
 use crate::raft::proposer::Proposer;
 use crate::raft::BerthRaft;
 use crate::store::{Command, CommandResult, ObjectStore, WatchHub};
@@ -370,9 +371,15 @@ fn same_status(old: Option<&ServiceStatus>, new: &ServiceStatus) -> bool {
 // The async shell
 
 /// Runs on every member; acts while it leads. Ends when Raft shuts down.
-pub async fn run(raft: BerthRaft, store: ObjectStore, hub: WatchHub, proposer: Proposer) {
+pub async fn run(
+    raft: BerthRaft,
+    barrier: ReadBarrier,
+    store: ObjectStore,
+    hub: WatchHub,
+    proposer: Proposer,
+) {
     const KINDS: &[Kind] = &[Kind::Service, Kind::EndpointSlice, Kind::Pod, Kind::Node];
-    let mut cache = LeaderCache::new(raft.clone(), proposer.visible(), store, hub, KINDS);
+    let mut cache = LeaderCache::new(raft.clone(), barrier, store, hub, KINDS);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -26,6 +26,7 @@
 use super::{controller_of, count_pods_by_owner, deployment, name_suffix, replicaset};
 use crate::cache::{Cache, LeaderCache};
 use crate::events::{reference, EventRecorder, PendingEvents};
+use crate::raft::leader::ReadBarrier;
 use crate::raft::proposer::Proposer;
 use crate::raft::BerthRaft;
 use crate::store::{Command, CommandResult, ObjectStore, WatchHub};
@@ -45,13 +46,14 @@ const TICK: Duration = Duration::from_millis(200);
 /// Runs on every member; acts while it leads. Ends when Raft shuts down.
 pub async fn run(
     raft: BerthRaft,
+    barrier: ReadBarrier,
     store: ObjectStore,
     hub: WatchHub,
     proposer: Proposer,
     events: EventRecorder,
 ) {
     const KINDS: &[Kind] = &[Kind::Deployment, Kind::ReplicaSet, Kind::Pod];
-    let mut cache = LeaderCache::new(raft.clone(), proposer.visible(), store, hub, KINDS);
+    let mut cache = LeaderCache::new(raft.clone(), barrier, store, hub, KINDS);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut requeue: Option<Instant> = None;

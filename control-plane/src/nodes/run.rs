@@ -19,6 +19,7 @@ use super::{decide, evictions, Clock, LifecycleConfig};
 use crate::api::nodes::NodeHeartbeats;
 use crate::cache::{Cache, LeaderCache};
 use crate::events::EventRecorder;
+use crate::raft::leader::ReadBarrier;
 use crate::raft::proposer::Proposer;
 use crate::raft::BerthRaft;
 use crate::store::{Command, CommandResult, ObjectStore, WatchHub};
@@ -33,8 +34,10 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_millis(100);
 
 /// Runs on every member; acts while it leads. Ends when Raft shuts down.
+#[allow(clippy::too_many_arguments)] // the member's parts, each used once, as the other loops'
 pub async fn run(
     raft: BerthRaft,
+    barrier: ReadBarrier,
     store: ObjectStore,
     hub: WatchHub,
     proposer: Proposer,
@@ -42,13 +45,7 @@ pub async fn run(
     config: LifecycleConfig,
     events: EventRecorder,
 ) {
-    let mut cache = LeaderCache::new(
-        raft.clone(),
-        proposer.visible(),
-        store.clone(),
-        hub,
-        &[Kind::Node],
-    );
+    let mut cache = LeaderCache::new(raft.clone(), barrier, store.clone(), hub, &[Kind::Node]);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leader_since: Option<Instant> = None;

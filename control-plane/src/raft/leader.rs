@@ -75,9 +75,12 @@ impl LeaderLink {
 }
 
 /// Why a read index could not be had here.
+#[derive(Debug, thiserror::Error)]
 pub enum ReadIndexError {
     /// This member does not lead; the leader, if known.
+    #[error("this member does not lead")]
     NotLeader(Option<openraft::BasicNode>),
+    #[error("{0}")]
     Failed(String),
 }
 
@@ -127,38 +130,49 @@ impl ReadBarrier {
             Err(e) => Err(ReadIndexError::Failed(e.to_string())),
         }
     }
+
+    /// As leader: waits until this member's store shows everything committed before now (the
+    /// leader loops' caches start from it). Fails with `NotLeader` on a follower.
+    pub async fn as_leader(&self, raft: &BerthRaft) -> Result<(), ReadIndexError> {
+        let index = self.read_index(raft).await?;
+        self.visible
+            .reached(index)
+            .await
+            .map_err(|e| ReadIndexError::Failed(e.to_string()))
+    }
+
+    /// Waits until this member's store shows everything it has applied (its newest applies
+    /// may wait for their commit: see state_machine.rs), so that a stale read on a member
+    /// still sees the writes it answered. Reads from the leader may be newer.
+    pub async fn applied_here(&self) -> Result<(), Status> {
+        self.visible
+            .settled()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))
+    }
 }
 
-/// Makes the next local read show at least what this member has applied (its newest applies
-/// may wait for their commit: see state_machine.rs), so that a stale read on a member still
-/// sees the writes it answered. Reads from the leader may be newer.
-pub async fn applied_here(barrier: &ReadBarrier) -> Result<(), Status> {
-    barrier
-        .visible
-        .settled()
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))
-}
-
-/// Makes the next local read linearizable: confirms this member leads, or on a follower
-/// asks the leader, and waits until this member's store shows the read index (its applies
-/// committed: see state_machine.rs). Used by the API's reads and the registry's.
+/// Makes the next local read linearizable: as leader, passes the read barrier; on a follower,
+/// asks the leader for its read index and waits until this member's store shows it. Used by
+/// the API's reads and the registry's.
 pub async fn linearize(
     raft: &BerthRaft,
     barrier: &ReadBarrier,
     leader: &LeaderLink,
 ) -> Result<(), Status> {
-    let index = match barrier.read_index(raft).await {
-        Ok(index) => index,
-        Err(ReadIndexError::NotLeader(Some(node))) => leader.read_index(&node.addr).await?,
-        Err(ReadIndexError::NotLeader(None)) => {
-            return Err(Status::unavailable("no leader elected yet; retry shortly"))
+    match barrier.as_leader(raft).await {
+        Ok(()) => Ok(()),
+        Err(ReadIndexError::NotLeader(Some(node))) => {
+            let index = leader.read_index(&node.addr).await?;
+            barrier.visible.reached(index).await.map_err(|e| {
+                Status::unavailable(format!(
+                    "this member is not catching up with the leader: {e}"
+                ))
+            })
         }
-        Err(ReadIndexError::Failed(message)) => return Err(Status::unavailable(message)),
-    };
-    barrier.visible.reached(index).await.map_err(|e| {
-        Status::unavailable(format!(
-            "this member is not catching up with the leader: {e}"
-        ))
-    })
+        Err(ReadIndexError::NotLeader(None)) => {
+            Err(Status::unavailable("no leader elected yet; retry shortly"))
+        }
+        Err(ReadIndexError::Failed(message)) => Err(Status::unavailable(message)),
+    }
 }

@@ -63,11 +63,6 @@ impl Proposer {
         Proposer { queue, visible }
     }
 
-    /// How far this member's store is readable.
-    pub fn visible(&self) -> Visible {
-        self.visible.clone()
-    }
-
     /// Proposes one command and waits for its result, and, when proposed here, until this
     /// member's store shows it.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, Status> {

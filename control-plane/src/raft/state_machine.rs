@@ -129,6 +129,8 @@ struct Committer {
     hub: WatchHub,
     visible: watch::Sender<u64>,
     applied: Arc<AtomicU64>,
+    /// Readers ask the commit task to commit now.
+    wanted: Arc<Notify>,
     /// Held until the commit task ends, so that the database counts as open (see
     /// `Member::shutdown`) while a transaction of its may be.
     _db: Arc<Database>,
@@ -173,15 +175,11 @@ impl Committer {
 /// asks. Ends with the last state machine handle. openraft already has the results of the
 /// applies it commits and carries on from them: a failed commit would lose them from under
 /// it, so it stops the process (as a failed log write does); a restart applies them again.
-async fn commit_loop(
-    committer: Arc<Committer>,
-    mut opened: mpsc::UnboundedReceiver<()>,
-    wanted: Arc<Notify>,
-) {
+async fn commit_loop(committer: Arc<Committer>, mut opened: mpsc::UnboundedReceiver<()>) {
     while opened.recv().await.is_some() {
         tokio::select! {
             _ = tokio::time::sleep(COMMIT_WITHIN) => {}
-            _ = wanted.notified() => {}
+            _ = committer.wanted.notified() => {}
         }
         // The lock is taken for long only by a commit that syncs (the periodic durable one,
         // on the blocking pool): this runtime thread does not wait for it.
@@ -220,7 +218,6 @@ pub struct StateMachine {
     committer: Arc<Committer>,
     /// Tells the commit task that an inline apply opened a transaction.
     opened: mpsc::UnboundedSender<()>,
-    wanted: Arc<Notify>,
 }
 
 fn sm_read(e: impl std::fmt::Display) -> StorageError {
@@ -246,11 +243,11 @@ impl StateMachine {
             // openraft reads the applied state first thing, which sets it (`applied_state`).
             visible: watch::channel(0).0,
             applied: Arc::default(),
+            wanted: Arc::default(),
             _db: db.clone(),
         });
         let (opened, opens) = mpsc::unbounded_channel();
-        let wanted = Arc::new(Notify::new());
-        tokio::spawn(commit_loop(committer.clone(), opens, wanted.clone()));
+        tokio::spawn(commit_loop(committer.clone(), opens));
         Ok(StateMachine {
             db,
             store,
@@ -259,7 +256,6 @@ impl StateMachine {
             snapshot_writing: Arc::default(),
             committer,
             opened,
-            wanted,
         })
     }
 
@@ -268,7 +264,7 @@ impl StateMachine {
         Visible {
             index: self.committer.visible.subscribe(),
             applied: self.committer.applied.clone(),
-            wanted: self.wanted.clone(),
+            wanted: self.committer.wanted.clone(),
         }
     }
 

@@ -22,8 +22,8 @@
 //! Space is allocated ahead of the writes, [`ALLOCATE_AHEAD`] at a time (etcd preallocates
 //! too): an `fdatasync` after an append that grows the file also commits the new size to the
 //! filesystem's journal, and measured here (`bench/wal-fsync.py`) that took 190–280 µs
-//! against 125–160 µs for the same write into allocated space. The allocated tail reads as zeros, which no record starts
-//! with, so replay stops there.
+//! against 125–160 µs for the same write into allocated space. The allocated tail reads as
+//! zeros, which no record starts with, so replay stops there.
 
 use super::{Entry, LogId, MemberId};
 use openraft::Vote;

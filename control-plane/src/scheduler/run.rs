@@ -23,6 +23,7 @@
 use super::{Decisions, Snapshot};
 use crate::cache::{Cache, LeaderCache};
 use crate::events::EventRecorder;
+use crate::raft::leader::ReadBarrier;
 use crate::raft::proposer::Proposer;
 use crate::raft::BerthRaft;
 use crate::store::{Command, CommandResult, ObjectStore, WatchHub};
@@ -44,6 +45,7 @@ const BINDS_PER_ENTRY: usize = 2048;
 /// Runs on every member; acts while it leads. Ends when Raft shuts down.
 pub async fn run(
     raft: BerthRaft,
+    barrier: ReadBarrier,
     store: ObjectStore,
     hub: WatchHub,
     proposer: Proposer,
@@ -51,13 +53,7 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut cache = LeaderCache::new(
-        raft.clone(),
-        proposer.visible(),
-        store,
-        hub,
-        &[Kind::Node, Kind::Pod],
-    );
+    let mut cache = LeaderCache::new(raft.clone(), barrier, store, hub, &[Kind::Node, Kind::Pod]);
     loop {
         // A burst of changes (a Deployment's pods) is one pass: the pass syncs them all.
         tokio::select! {
