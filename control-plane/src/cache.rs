@@ -360,28 +360,25 @@ impl Cache {
 /// when it starts leading, and passed through a read barrier again when the term changes
 /// (leadership lost and won back between two looks).
 pub struct LeaderCache {
-    raft: BerthRaft,
-    barrier: ReadBarrier,
-    store: ObjectStore,
-    hub: WatchHub,
+    source: CacheSource,
     kinds: &'static [Kind],
     /// The cache and the term it was last brought up to date in.
     kept: Option<(Cache, u64)>,
 }
 
+/// What a leader loop's cache is built from: the member's Raft, read barrier, store and hub.
+#[derive(Clone)]
+pub struct CacheSource {
+    pub raft: BerthRaft,
+    pub barrier: ReadBarrier,
+    pub store: ObjectStore,
+    pub hub: WatchHub,
+}
+
 impl LeaderCache {
-    pub fn new(
-        raft: BerthRaft,
-        barrier: ReadBarrier,
-        store: ObjectStore,
-        hub: WatchHub,
-        kinds: &'static [Kind],
-    ) -> LeaderCache {
+    pub fn new(source: CacheSource, kinds: &'static [Kind]) -> LeaderCache {
         LeaderCache {
-            raft,
-            barrier,
-            store,
-            hub,
+            source,
             kinds,
             kept: None,
         }
@@ -404,22 +401,25 @@ impl LeaderCache {
     /// The cache with every change applied so far, and what changed since the last call
     /// (everything, when it was just built). Call only while leading.
     pub async fn up_to_date(&mut self) -> Result<(&Cache, Changed), CacheError> {
-        let term = self.raft.metrics().borrow().current_term;
+        let term = self.source.raft.metrics().borrow().current_term;
         let mut changed = Changed::default();
         match &mut self.kept {
             None => {
+                let source = &self.source;
                 let cache = Cache::build(
-                    &self.raft,
-                    &self.barrier,
-                    self.store.clone(),
-                    self.hub.clone(),
+                    &source.raft,
+                    &source.barrier,
+                    source.store.clone(),
+                    source.hub.clone(),
                     self.kinds,
                 );
                 self.kept = Some((cache.await?, term));
                 changed.everything = true;
             }
             Some((cache, kept_term)) if *kept_term != term => {
-                cache.barrier(&self.raft, &self.barrier).await?;
+                cache
+                    .barrier(&self.source.raft, &self.source.barrier)
+                    .await?;
                 *kept_term = term;
             }
             Some(_) => {}

@@ -263,29 +263,20 @@ impl Member {
             proposer.clone(),
             config.event_ttl,
         );
+        let cache_source = crate::cache::CacheSource {
+            raft: raft.clone(),
+            barrier: barrier.clone(),
+            store: store.clone(),
+            hub: hub.clone(),
+        };
         let scheduler = crate::scheduler::run::run(
-            raft.clone(),
-            barrier.clone(),
-            store.clone(),
-            hub.clone(),
+            cache_source.clone(),
             proposer.clone(),
             events.with_component("default-scheduler"),
         );
-        let controllers = crate::controllers::run::run(
-            raft.clone(),
-            barrier.clone(),
-            store.clone(),
-            hub.clone(),
-            proposer.clone(),
-            events.clone(),
-        );
-        let endpoints = crate::controllers::endpoints::run(
-            raft.clone(),
-            barrier.clone(),
-            store.clone(),
-            hub.clone(),
-            proposer.clone(),
-        );
+        let controllers =
+            crate::controllers::run::run(cache_source.clone(), proposer.clone(), events.clone());
+        let endpoints = crate::controllers::endpoints::run(cache_source.clone(), proposer.clone());
         let api = ApiService::new(
             raft.clone(),
             barrier.clone(),

@@ -68,10 +68,12 @@ impl ApiService {
         events: crate::events::EventRecorder,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         crate::nodes::run::run(
-            self.raft.clone(),
-            self.barrier.clone(),
-            self.store.clone(),
-            self.hub.clone(),
+            crate::cache::CacheSource {
+                raft: self.raft.clone(),
+                barrier: self.barrier.clone(),
+                store: self.store.clone(),
+                hub: self.hub.clone(),
+            },
             self.proposer.clone(),
             self.heartbeats.clone(),
             config,

@@ -26,11 +26,9 @@
 //! uid) is gone are deleted.
 
 use super::{controller_of, is_ready, is_terminating, name_suffix};
-use crate::cache::{Cache, LeaderCache};
-use crate::raft::leader::ReadBarrier;
+use crate::cache::{Cache, CacheSource, LeaderCache};
 use crate::raft::proposer::Proposer;
-use crate::raft::BerthRaft;
-use crate::store::{Command, CommandResult, ObjectStore, WatchHub};
+use crate::store::{Command, CommandResult};
 use berth_proto::k8s_openapi::api::core::v1::{
     LoadBalancerIngress, LoadBalancerStatus, Node, ObjectReference, Pod, Service, ServicePort,
     ServiceStatus,
@@ -371,15 +369,10 @@ fn same_status(old: Option<&ServiceStatus>, new: &ServiceStatus) -> bool {
 // The async shell
 
 /// Runs on every member; acts while it leads. Ends when Raft shuts down.
-pub async fn run(
-    raft: BerthRaft,
-    barrier: ReadBarrier,
-    store: ObjectStore,
-    hub: WatchHub,
-    proposer: Proposer,
-) {
+pub async fn run(source: CacheSource, proposer: Proposer) {
     const KINDS: &[Kind] = &[Kind::Service, Kind::EndpointSlice, Kind::Pod, Kind::Node];
-    let mut cache = LeaderCache::new(raft.clone(), barrier, store, hub, KINDS);
+    let raft = source.raft.clone();
+    let mut cache = LeaderCache::new(source, KINDS);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -24,12 +24,10 @@
 //! an object whose controller reference names a uid no longer stored is deleted.
 
 use super::{controller_of, count_pods_by_owner, deployment, name_suffix, replicaset};
-use crate::cache::{Cache, LeaderCache};
+use crate::cache::{Cache, CacheSource, LeaderCache};
 use crate::events::{reference, EventRecorder, PendingEvents};
-use crate::raft::leader::ReadBarrier;
 use crate::raft::proposer::Proposer;
-use crate::raft::BerthRaft;
-use crate::store::{Command, CommandResult, ObjectStore, WatchHub};
+use crate::store::{Command, CommandResult};
 use berth_proto::k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use berth_proto::k8s_openapi::api::core::v1::Pod;
 use berth_proto::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -44,16 +42,10 @@ use tokio::time::Instant;
 const TICK: Duration = Duration::from_millis(200);
 
 /// Runs on every member; acts while it leads. Ends when Raft shuts down.
-pub async fn run(
-    raft: BerthRaft,
-    barrier: ReadBarrier,
-    store: ObjectStore,
-    hub: WatchHub,
-    proposer: Proposer,
-    events: EventRecorder,
-) {
+pub async fn run(source: CacheSource, proposer: Proposer, events: EventRecorder) {
     const KINDS: &[Kind] = &[Kind::Deployment, Kind::ReplicaSet, Kind::Pod];
-    let mut cache = LeaderCache::new(raft.clone(), barrier, store, hub, KINDS);
+    let raft = source.raft.clone();
+    let mut cache = LeaderCache::new(source, KINDS);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut requeue: Option<Instant> = None;

@@ -17,12 +17,10 @@
 
 use super::{decide, evictions, Clock, LifecycleConfig};
 use crate::api::nodes::NodeHeartbeats;
-use crate::cache::{Cache, LeaderCache};
+use crate::cache::{Cache, CacheSource, LeaderCache};
 use crate::events::EventRecorder;
-use crate::raft::leader::ReadBarrier;
 use crate::raft::proposer::Proposer;
-use crate::raft::BerthRaft;
-use crate::store::{Command, CommandResult, ObjectStore, WatchHub};
+use crate::store::{Command, CommandResult, ObjectStore};
 use berth_proto::events::object_ref;
 use berth_proto::k8s_openapi::api::core::v1::Pod;
 use berth_proto::{Kind, ObjectKey};
@@ -34,18 +32,15 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_millis(100);
 
 /// Runs on every member; acts while it leads. Ends when Raft shuts down.
-#[allow(clippy::too_many_arguments)] // the member's parts, each used once, as the other loops'
 pub async fn run(
-    raft: BerthRaft,
-    barrier: ReadBarrier,
-    store: ObjectStore,
-    hub: WatchHub,
+    source: CacheSource,
     proposer: Proposer,
     heartbeats: NodeHeartbeats,
     config: LifecycleConfig,
     events: EventRecorder,
 ) {
-    let mut cache = LeaderCache::new(raft.clone(), barrier, store.clone(), hub, &[Kind::Node]);
+    let (raft, store) = (source.raft.clone(), source.store.clone());
+    let mut cache = LeaderCache::new(source, &[Kind::Node]);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leader_since: Option<Instant> = None;

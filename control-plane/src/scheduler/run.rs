@@ -21,12 +21,10 @@
 //! Bound pods get `PodScheduled=True` from their node's agent, with the rest of their status.
 
 use super::{Decisions, Snapshot};
-use crate::cache::{Cache, LeaderCache};
+use crate::cache::{Cache, CacheSource, LeaderCache};
 use crate::events::EventRecorder;
-use crate::raft::leader::ReadBarrier;
 use crate::raft::proposer::Proposer;
-use crate::raft::BerthRaft;
-use crate::store::{Command, CommandResult, ObjectStore, WatchHub};
+use crate::store::{Command, CommandResult};
 use berth_proto::k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use berth_proto::{Kind, ObjectKey};
 use openraft::ServerState;
@@ -43,17 +41,11 @@ const TICK: Duration = Duration::from_millis(200);
 const BINDS_PER_ENTRY: usize = 2048;
 
 /// Runs on every member; acts while it leads. Ends when Raft shuts down.
-pub async fn run(
-    raft: BerthRaft,
-    barrier: ReadBarrier,
-    store: ObjectStore,
-    hub: WatchHub,
-    proposer: Proposer,
-    events: EventRecorder,
-) {
+pub async fn run(source: CacheSource, proposer: Proposer, events: EventRecorder) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut cache = LeaderCache::new(raft.clone(), barrier, store, hub, &[Kind::Node, Kind::Pod]);
+    let raft = source.raft.clone();
+    let mut cache = LeaderCache::new(source, &[Kind::Node, Kind::Pod]);
     loop {
         // A burst of changes (a Deployment's pods) is one pass: the pass syncs them all.
         tokio::select! {
